@@ -1,0 +1,19 @@
+# The two commands a newcomer needs: `make serve` and `make test` (see README.md).
+.PHONY: setup serve test check bench
+
+setup:
+	@bash scripts/setup.sh
+
+serve: setup
+	.venv/bin/ggufd $(ARGS)
+
+check: setup
+	.venv/bin/ruff check ggufd tests
+	.venv/bin/ruff format --check ggufd tests
+	.venv/bin/mypy
+
+test: setup
+	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python -m ggufd.bench $(ARGS)

@@ -1,0 +1,132 @@
+"""One table from failures to HTTP: status code and OpenAI error JSON.
+
+Every error leaves the server as `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ggufd.engine.types import ErrorEvent, ErrorKind
+
+log = logging.getLogger("ggufd.api")
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = (
+            status,
+            message,
+            type_,
+            param,
+            code,
+        )
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# ErrorKind -> (status, type, code)
+_ENGINE_ERRORS: dict[ErrorKind, tuple[int, str, str | None]] = {
+    ErrorKind.CONTEXT_LENGTH: (400, "invalid_request_error", "context_length_exceeded"),
+    ErrorKind.INVALID: (400, "invalid_request_error", None),
+    ErrorKind.ENGINE_DOWN: (503, "server_error", "engine_unavailable"),
+    ErrorKind.INTERNAL: (500, "server_error", None),
+}
+
+
+def from_event(ev: ErrorEvent) -> APIError:
+    status, type_, code = _ENGINE_ERRORS[ev.kind]
+    return APIError(status, ev.message, type_, ev.param, code)
+
+
+def unavailable(message: str) -> APIError:
+    return APIError(503, message, "server_error", None, "model_not_ready", {"Retry-After": "1"})
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif "[" in str(p) or "function-after" in str(p) or str(p).startswith(("list[", "str")):
+            continue  # pydantic's union-member labels
+        else:
+            out += f".{p}" if out else str(p)
+    return out or None
+
+
+def _validation_message(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":
+        return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', '')}".strip()
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return APIError(400, "the request needs a JSON body").response()
+    param = _param(tuple(first.get("loc", ())))
+    message = _validation_message(first)
+    if param and first.get("type") != "json_invalid":
+        message = f"{param}: {message}"
+    return APIError(400, message, param=param).response()
+
+
+async def _on_http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 404:
+        msg = f"no route {_req.method} {_req.url.path}; see /docs for the API"
+        return APIError(404, msg, code="not_found").response()
+    if exc.status_code == 405:
+        msg = f"method {_req.method} is not allowed on {_req.url.path}"
+        return APIError(405, msg, code="method_not_allowed").response()
+    return APIError(exc.status_code, str(exc.detail)).response()
+
+
+async def _on_api_error(_req: Request, exc: APIError) -> JSONResponse:
+    return exc.response()
+
+
+async def _on_unexpected(_req: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error: %s", exc)
+    return APIError(500, f"internal error: {type(exc).__name__}", "server_error").response()
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]
+    app.add_exception_handler(APIError, _on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def sse_error(err: APIError) -> str:
+    return f"data: {json.dumps(err.body())}\n\n"

@@ -1,0 +1,127 @@
+"""Route handlers of the OpenAI-compatible API: validate, call the service, answer.
+
+Handlers stay short: the body is validated by protocol.py, prompts are rendered by the
+service's chat template, generation runs in the engine, bodies are built by responses.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ggufd.api import responses as R
+from ggufd.api.errors import APIError, from_event
+from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ggufd.api.service import ModelService, engine_error
+from ggufd.engine.client import EngineError
+from ggufd.engine.types import EmbedRequest, ErrorEvent, GenerateRequest
+
+router = APIRouter()
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _service(request: Request) -> ModelService:
+    service: ModelService = request.app.state.service
+    return service
+
+
+@router.get("/health", tags=["server"])
+async def health(request: Request) -> JSONResponse:
+    service = _service(request)
+    service.check_ready()
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/v1/models", tags=["models"])
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_service(request).model_card()]}
+
+
+@router.get("/v1/models/{model_id:path}", tags=["models"])
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    service = _service(request)
+    if model_id not in (service.model_id, *service.aliases):
+        raise APIError(404, f"model {model_id!r} not found", param="model", code="model_not_found")
+    return service.model_card()
+
+
+def _check_n(service: ModelService, n: int) -> None:
+    info = service.engine.info
+    if info is not None and n > info.parallel:
+        msg = f"n={n} is above this server's {info.parallel} parallel sequences (--parallel)"
+        raise APIError(400, msg, param="n")
+
+
+async def _open(
+    service: ModelService, reqs: list[GenerateRequest]
+) -> tuple[list[R.Stream], list[R.Choice]]:
+    service.check_ready()
+    try:
+        streams = [service.engine.submit(r) for r in reqs]
+        choices = await R.open_streams(streams)
+    except EngineError as e:
+        raise engine_error(e) from e
+    return streams, choices
+
+
+@router.post("/v1/chat/completions", tags=["chat"], response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request
+) -> JSONResponse | StreamingResponse:
+    service = _service(request)
+    service.check_ready()
+    _check_n(service, body.n)
+    messages = [m.to_template() for m in body.messages]
+    tools = body.tools if body.tool_choice != "none" else None
+    prompt = service.render(messages, tools)
+    rid = service.engine.new_id("chatcmpl")
+    reqs = [body.to_generate(f"{rid}-{i}", prompt, i) for i in range(body.n)]
+    streams, choices = await _open(service, reqs)
+    meta = R.Meta.new(rid, service.resolve(body.model))
+    if body.stream:
+        gen = R.chat_sse(meta, streams, choices, body.include_usage)
+        return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+    await R.collect(streams, choices)
+    return JSONResponse(R.chat_json(meta, choices, body.logprobs))
+
+
+@router.post("/v1/completions", tags=["completions"], response_model=None)
+async def completions(
+    body: CompletionRequest, request: Request
+) -> JSONResponse | StreamingResponse:
+    service = _service(request)
+    service.check_ready()
+    _check_n(service, body.n)
+    rid = service.engine.new_id("cmpl")
+    reqs = [
+        body.to_generate(f"{rid}-{p}-{i}", prompt, i)
+        for p, prompt in enumerate(body.prompts())
+        for i in range(body.n)
+    ]
+    streams, choices = await _open(service, reqs)
+    meta = R.Meta.new(rid, service.resolve(body.model))
+    want_lp = body.logprobs is not None
+    if body.stream:
+        gen = R.completion_sse(meta, streams, choices, body.echo, body.include_usage, body.n)
+        return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+    await R.collect(streams, choices)
+    return JSONResponse(R.completion_json(meta, choices, body.echo, want_lp, body.n))
+
+
+@router.post("/v1/embeddings", tags=["embeddings"])
+async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+    service = _service(request)
+    service.check_ready()
+    req = EmbedRequest(service.engine.new_id("embd"), body.inputs())
+    try:
+        result = await service.engine.embed(req)
+    except EngineError as e:
+        raise engine_error(e) from e
+    if isinstance(result, ErrorEvent):
+        raise from_event(result)
+    return JSONResponse(
+        R.embeddings_json(result, service.resolve(body.model), body.encoding_format)
+    )

@@ -1,0 +1,250 @@
+"""Wire types of the OpenAI API: pydantic models that validate request bodies.
+
+Each request type owns its one conversion to engine types (`to_sampling`, `to_generate`).
+Cross-field rules live in validators so a bad body is a 400 naming the offending `param`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ggufd.engine.types import GenerateRequest, SamplingParams
+
+MAX_STOP = 16
+MAX_N = 128
+
+
+class WireModel(BaseModel):
+    # Unknown fields are accepted (clients send vendor extras such as `user` or `store`).
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+
+
+class SamplingFields(WireModel):
+    """Fields shared by /v1/chat/completions and /v1/completions."""
+
+    model: str | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    top_k: Annotated[int, Field(ge=0)] = 40
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    repeat_penalty: Annotated[float, Field(gt=0.0)] = 1.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    logit_bias: dict[str, float] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings are allowed")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (v or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"logit_bias values must be in [-100, 100], got {bias}")
+        return v
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def to_sampling(self, seed_offset: int = 0) -> SamplingParams:
+        bias = tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=None if self.seed is None else self.seed + seed_offset,
+            logit_bias=bias,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class TextPart(WireModel):
+    type: Literal["text"]
+    text: str
+
+
+class ContentPart(WireModel):
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(WireModel):
+    name: str
+    arguments: str | dict[str, Any] = ""
+
+
+class ToolCall(WireModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> ChatMessage:
+        if self.content is None and self.role in ("system", "developer", "user"):
+            raise ValueError(f"a {self.role} message needs content")
+        if isinstance(self.content, list):
+            for part in self.content:
+                if part.type != "text" or part.text is None:
+                    raise ValueError(
+                        f"content parts of type {part.type!r} are not supported; "
+                        "this server reads text parts only"
+                    )
+        return self
+
+    def to_template(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude_unset=False) | {
+            "content": self.content_text()
+        }
+
+    def content_text(self) -> str | None:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content)
+        return self.content
+
+
+class ResponseFormat(WireModel):
+    type: str = "text"
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> ChatCompletionRequest:
+        if self.response_format is not None and self.response_format.type != "text":
+            raise ValueError(
+                f"response_format {self.response_format.type!r} is not supported yet; "
+                "use 'text'"
+            )
+        if self.tool_choice not in (None, "auto", "none"):
+            raise ValueError("only tool_choice 'auto' and 'none' are supported yet")
+        return self
+
+    def to_generate(self, request_id: str, prompt: str, index: int) -> GenerateRequest:
+        limit = self.max_completion_tokens or self.max_tokens
+        return GenerateRequest(
+            id=request_id,
+            prompt=prompt,
+            sampling=self.to_sampling(index),
+            max_tokens=limit,
+            stop=self.stop_list(),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            add_special=True,
+            parse_special=True,
+        )
+
+
+TokenIds = list[Annotated[int, Field(ge=0)]]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | TokenIds | list[TokenIds]
+    max_tokens: Annotated[int, Field(ge=0)] | None = 16
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    suffix: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt must not be an empty list")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        return v
+
+    def prompts(self) -> list[str | tuple[int, ...]]:
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if all(isinstance(x, str) for x in p):
+            return [x for x in p if isinstance(x, str)]
+        if all(isinstance(x, int) for x in p):
+            return [tuple(x for x in p if isinstance(x, int))]
+        return [tuple(x) for x in p if isinstance(x, list)]
+
+    def to_generate(
+        self, request_id: str, prompt: str | tuple[int, ...], index: int
+    ) -> GenerateRequest:
+        return GenerateRequest(
+            id=request_id,
+            prompt=prompt,
+            sampling=self.to_sampling(index),
+            max_tokens=self.max_tokens,
+            stop=self.stop_list(),
+            logprobs=self.logprobs,
+            echo=self.echo,
+            add_special=True,
+            parse_special=False,
+        )
+
+
+class EmbeddingRequest(WireModel):
+    input: str | list[str] | TokenIds | list[TokenIds]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbeddingRequest:
+        if isinstance(self.input, list) and not self.input:
+            raise ValueError("input must not be an empty list")
+        if self.dimensions is not None:
+            raise ValueError("dimensions is not supported: this model's size is fixed")
+        return self
+
+    def inputs(self) -> tuple[str | tuple[int, ...], ...]:
+        v = self.input
+        if isinstance(v, str):
+            return (v,)
+        if all(isinstance(x, str) for x in v):
+            return tuple(x for x in v if isinstance(x, str))
+        if all(isinstance(x, int) for x in v):
+            return (tuple(x for x in v if isinstance(x, int)),)
+        return tuple(tuple(x) for x in v if isinstance(x, list))

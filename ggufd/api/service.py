@@ -1,0 +1,93 @@
+"""ModelService: what the routes need of a served model, behind one object.
+
+Holds the model's engine client, its public id and aliases, and its chat template
+(resolved once the worker has reported the GGUF's own template). Route handlers get it
+from `app.state.service`; tests can give them a fake engine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ggufd.api.errors import APIError, unavailable
+from ggufd.chat.template import ChatTemplate, resolve_template
+from ggufd.engine.client import EngineClient, EngineError, EngineState
+
+
+@dataclass
+class ModelService:
+    engine: EngineClient
+    model_id: str
+    chat_format: str | None = None
+    aliases: tuple[str, ...] = ()
+    created: int = field(default_factory=lambda: int(time.time()))
+    _template: ChatTemplate | None = None
+
+    @staticmethod
+    def id_for(path: str, alias: str | None) -> str:
+        return alias or os.path.basename(path)
+
+    def check_ready(self) -> None:
+        state = self.engine.state
+        if state is EngineState.READY:
+            return
+        if state is EngineState.LOADING:
+            raise unavailable("the model is loading; retry in a moment")
+        raise unavailable(f"the model is not available ({self.engine.error or state.value})")
+
+    def resolve(self, requested: str | None) -> str:
+        """The id to answer with. With one model, any requested name is served by it."""
+        return self.model_id
+
+    @property
+    def template(self) -> ChatTemplate:
+        if self._template is None:
+            info = self.engine.info
+            self._template = resolve_template(self.chat_format, info.chat_template if info else None)
+        return self._template
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        info = self.engine.info
+        assert info is not None
+        from ggufd.chat.template import ChatTemplateError
+
+        try:
+            return self.template.render(
+                messages,
+                bos_token=info.bos_token,
+                eos_token=info.eos_token,
+                add_generation_prompt=True,
+                tools=tools,
+            )
+        except ChatTemplateError as e:
+            raise APIError(400, f"the chat template could not render these messages: {e}",
+                           param="messages") from e
+
+    def model_card(self) -> dict[str, Any]:
+        info = self.engine.info
+        card: dict[str, Any] = {
+            "id": self.model_id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "ggufd",
+            "status": self.engine.state.value,
+        }
+        if info is not None:
+            card["context_length"] = info.n_ctx
+            card["meta"] = {
+                "n_ctx_train": info.n_ctx_train,
+                "n_vocab": info.n_vocab,
+                "n_embd": info.n_embd,
+                "parallel": info.parallel,
+                "description": info.description,
+            }
+        if self.aliases:
+            card["aliases"] = list(self.aliases)
+        return card
+
+
+def engine_error(e: EngineError) -> APIError:
+    return unavailable(str(e))

@@ -1,0 +1,218 @@
+"""EngineClient: the API's handle on one model's worker process.
+
+The API knows four things: `submit` (an async iterator of events), `abort`, `embed`
+and `state`. The worker runs in its own process (spawned, so llama.cpp never shares the
+API's address space); a reader thread receives its messages and hands them to the event
+loop. If the worker dies, every in-flight request gets an ENGINE_DOWN error at once and
+the worker is restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing as mp
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from enum import Enum
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ggufd.engine.types import (
+    EmbedRequest,
+    EmbedResult,
+    ErrorEvent,
+    ErrorKind,
+    Event,
+    GenerateRequest,
+    ModelInfo,
+    TokenEvent,
+    WorkerConfig,
+)
+
+log = logging.getLogger("ggufd.engine")
+
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+MAX_RESTARTS = 5  # in a row without a successful request in between
+
+
+def _run_worker(conn: Connection, cfg: WorkerConfig) -> None:
+    """Process entry point; imports llama.cpp only in the child, never in the API."""
+    from ggufd.engine import worker
+
+    worker.run(conn, cfg)
+
+
+class EngineState(str, Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DOWN = "down"  # the worker died; a restart is under way
+    FAILED = "failed"  # the model cannot be loaded, or it crashed too often
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class EngineClient:
+    def __init__(self, cfg: WorkerConfig, on_fatal: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.state = EngineState.LOADING
+        self.info: ModelInfo | None = None
+        self.error: str | None = None
+        self._on_fatal = on_fatal
+        self._ids = itertools.count()
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: Connection | None = None
+        self._proc: Any = None
+        self._send_lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self._restarts = 0
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the worker and wait until its model is loaded (or failed)."""
+        self._loop = asyncio.get_running_loop()
+        self._spawn()
+        await self._ready.wait()
+        if self.state is EngineState.FAILED:
+            raise EngineError(self.error or "the model could not be loaded")
+
+    def _spawn(self) -> None:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_run_worker, args=(child, self.cfg), daemon=True)
+        proc.start()
+        child.close()
+        self._conn, self._proc = parent, proc
+        self.state = EngineState.LOADING
+        t = threading.Thread(target=self._read, args=(parent, proc), daemon=True)
+        t.start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._send(("stop", None))
+        proc = self._proc
+        if proc is not None:
+            await asyncio.to_thread(proc.join, 10)
+            if proc.is_alive():
+                proc.kill()
+
+    # -- the reader thread -------------------------------------------------------
+    def _read(self, conn: Connection, proc: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                break
+            loop.call_soon_threadsafe(self._on_message, kind, payload)
+        proc.join(5)
+        loop.call_soon_threadsafe(self._on_exit, proc.exitcode)
+
+    def _on_message(self, kind: str, payload: Any) -> None:
+        if kind == "events":
+            for ev in payload:
+                q = self._queues.get(ev.request_id)
+                if q is not None:
+                    q.put_nowait(ev)
+                    if isinstance(ev, TokenEvent) and ev.finish_reason is not None:
+                        self._restarts = 0
+        elif kind == "ready":
+            self.info = payload
+            self.state = EngineState.READY
+            self._ready.set()
+        elif kind == "failed":
+            self.error = payload
+            self.state = EngineState.FAILED
+            self._ready.set()
+
+    def _on_exit(self, exitcode: int | None) -> None:
+        for rid, q in list(self._queues.items()):
+            q.put_nowait(
+                ErrorEvent(rid, ErrorKind.ENGINE_DOWN, f"the model worker exited ({exitcode})")
+            )
+        self._conn = None
+        if self._stopping or self.state is EngineState.FAILED:
+            return
+        was_ready = self.info is not None
+        if not was_ready:
+            self.error = f"the model worker exited while loading (status {exitcode})"
+            self.state = EngineState.FAILED
+            self._ready.set()
+            return
+        if self._restarts >= MAX_RESTARTS:
+            self.error = f"the model worker crashed {self._restarts} times in a row"
+            self.state = EngineState.FAILED
+            log.error("%s; giving up", self.error)
+            if self._on_fatal is not None:
+                self._on_fatal(self.error)
+            return
+        delay = RESTART_BACKOFF_S[min(self._restarts, len(RESTART_BACKOFF_S) - 1)]
+        self._restarts += 1
+        self.state = EngineState.DOWN
+        log.error("model worker exited with status %s; restarting in %.1fs", exitcode, delay)
+        assert self._loop is not None
+        self._loop.call_later(delay, self._spawn)
+
+    # -- requests ----------------------------------------------------------------
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-{time.time_ns():x}{next(self._ids):x}"
+
+    def _send(self, msg: tuple[str, Any]) -> None:
+        conn = self._conn
+        if conn is None:
+            raise EngineError("the model worker is not running")
+        with self._send_lock:
+            conn.send(msg)
+
+    def _check_ready(self) -> None:
+        if self.state is not EngineState.READY:
+            raise EngineError(f"the model is not ready ({self.state.value})")
+
+    async def submit(self, req: GenerateRequest) -> AsyncIterator[Event]:
+        """Events of one request; closing the iterator early aborts the request."""
+        self._check_ready()
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._queues[req.id] = q
+        done = False
+        try:
+            self._send(("submit", req))
+            while True:
+                ev = await q.get()
+                if isinstance(ev, ErrorEvent) or (
+                    isinstance(ev, TokenEvent) and ev.finish_reason is not None
+                ):
+                    done = True
+                yield ev
+                if done:
+                    return
+        finally:
+            self._queues.pop(req.id, None)
+            if not done:
+                self.abort(req.id)
+
+    def abort(self, request_id: str) -> None:
+        with contextlib.suppress(EngineError, OSError, ValueError):
+            self._send(("abort", request_id))
+
+    async def embed(self, req: EmbedRequest) -> EmbedResult | ErrorEvent:
+        self._check_ready()
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._queues[req.id] = q
+        try:
+            self._send(("embed", req))
+            ev = await q.get()
+        finally:
+            self._queues.pop(req.id, None)
+        if isinstance(ev, (EmbedResult, ErrorEvent)):
+            return ev
+        raise EngineError(f"unexpected event {type(ev).__name__}")

@@ -1,0 +1,280 @@
+"""The only module that calls llama.cpp's model and context API.
+
+Owns the C resources of one model (model, generation context, batch, optional embedding
+context) and frees them in order on close (contexts before the model). It loads with
+`use_extra_bufts = False`: the extra (repacked/AMX) weight buffers fault on CPUs that
+advertise AMX inside VMs (see DESIGN.md), and the plain CPU buffers are just as fast for
+the quantized models served here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import llama_cpp as lc
+import numpy as np
+
+from ggufd.engine.scheduler import BatchItem
+from ggufd.engine.types import ModelInfo, WorkerConfig
+
+DEFAULT_CTX_CAP = 8192
+EMBED_CTX_CAP = 4096
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+class DecodeError(RuntimeError):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"llama_decode failed with status {code}")
+        self.code = code
+
+
+class _Log:
+    """llama.cpp's log output: printed when verbose, the last lines kept for error messages."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.lines: deque[str] = deque(maxlen=40)
+
+        def cb(level: int, text: bytes | None, _user: Any) -> None:
+            line = (text or b"").decode("utf-8", errors="replace")
+            if level >= 4 or level == 2 or level == 3:  # WARN, ERROR, CONT
+                self.lines.append(line.rstrip())
+            if self.verbose:
+                os.write(2, line.encode())
+
+        self._cb = lc.llama_log_callback(cb)  # keep a reference: C holds the pointer
+        lc.llama_log_set(self._cb, ctypes.c_void_p(0))
+
+    def last_error(self) -> str:
+        for line in reversed(self.lines):
+            if line and ("error" in line.lower() or "failed" in line.lower()):
+                return line.strip()
+        return ""
+
+
+def _meta(model: Any, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(4096)
+    n = lc.llama_model_meta_val_str(model, key.encode(), buf, ctypes.sizeof(buf))
+    if n < 0:
+        return None
+    return buf.value.decode("utf-8", errors="replace")
+
+
+class Runner:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self._log = _Log(cfg.verbose)
+        self._stack = contextlib.ExitStack()
+        self._embed_ctx: Any = None
+        lc.llama_backend_init()
+        try:
+            self._load()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    # -- loading -----------------------------------------------------------------
+    def _load(self) -> None:
+        cfg = self.cfg
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = 0x7FFFFFFF if cfg.n_gpu_layers < 0 else cfg.n_gpu_layers
+        mparams.use_extra_bufts = False
+        model = lc.llama_model_load_from_file(cfg.model_path.encode(), mparams)
+        if not model:
+            detail = self._log.last_error()
+            raise LoadError(
+                f"llama.cpp could not load {cfg.model_path}"
+                + (f" ({detail})" if detail else "")
+                + "; the file may be truncated, corrupt or of an unsupported architecture"
+            )
+        self.model = model
+        self._stack.callback(lc.llama_model_free, model)
+        self.vocab = lc.llama_model_get_vocab(model)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(model))
+        if cfg.n_ctx is None:
+            n_ctx = min(self.n_ctx_train, DEFAULT_CTX_CAP)
+        elif cfg.n_ctx == 0:
+            n_ctx = self.n_ctx_train
+        else:
+            n_ctx = cfg.n_ctx
+        kv = cfg.kv_size or n_ctx
+        self.n_ctx = min(n_ctx, kv)  # the most one sequence can use
+        self.kv_size = kv
+        self.ctx = self._new_context(kv, cfg.n_batch, cfg.parallel, embeddings=False)
+        self.n_batch = min(cfg.n_batch, kv)
+        self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self._stack.callback(lc.llama_batch_free, self._batch)
+        self.mem = lc.llama_get_memory(self.ctx)
+        self._pieces: dict[int, bytes] = {}
+
+    def _new_context(self, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool) -> Any:
+        p = lc.llama_context_default_params()
+        p.n_ctx = n_ctx
+        p.n_batch = min(n_batch, n_ctx)
+        p.n_ubatch = min(p.n_batch, 512) if not embeddings else p.n_batch
+        p.n_seq_max = n_seq
+        p.n_threads = self.cfg.n_threads
+        p.n_threads_batch = self.cfg.n_threads
+        p.kv_unified = True
+        p.embeddings = embeddings
+        p.no_perf = True
+        if embeddings:
+            p.pooling_type = self._pooling_type()
+        ctx = lc.llama_init_from_model(self.model, p)
+        if not ctx:
+            detail = self._log.last_error()
+            raise LoadError(
+                f"llama.cpp could not create a context of {n_ctx} tokens"
+                + (f" ({detail})" if detail else "")
+                + "; lower --n_ctx or --n_gpu_layers"
+            )
+        # Contexts are freed before the model: ExitStack runs callbacks in reverse.
+        self._stack.callback(lc.llama_free, ctx)
+        return ctx
+
+    def _pooling_type(self) -> int:
+        arch = _meta(self.model, "general.architecture") or ""
+        raw = _meta(self.model, f"{arch}.pooling_type")
+        if raw is not None and raw.isdigit() and int(raw) > 0:
+            return int(raw)
+        return int(lc.LLAMA_POOLING_TYPE_MEAN)
+
+    def info(self) -> ModelInfo:
+        tmpl = lc.llama_model_chat_template(self.model, None)
+        bos = int(lc.llama_vocab_bos(self.vocab))
+        eos = int(lc.llama_vocab_eos(self.vocab))
+        desc = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self.model, desc, ctypes.sizeof(desc))
+        pooling = {1: "mean", 2: "cls", 3: "last", 4: "rank"}.get(self._pooling_type(), "mean")
+        return ModelInfo(
+            path=self.cfg.model_path,
+            n_ctx=self.n_ctx,
+            n_ctx_train=self.n_ctx_train,
+            n_vocab=self.n_vocab,
+            n_embd=int(lc.llama_model_n_embd(self.model)),
+            parallel=self.cfg.parallel,
+            chat_template=tmpl.decode("utf-8", errors="replace") if tmpl else None,
+            bos_token=self.token_text(bos) if bos >= 0 else "",
+            eos_token=self.token_text(eos) if eos >= 0 else "",
+            add_bos=bool(lc.llama_vocab_get_add_bos(self.vocab)),
+            pooling=pooling,
+            description=desc.value.decode("utf-8", errors="replace"),
+        )
+
+    # -- tokens ------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8", errors="surrogatepass")
+        cap = len(data) + 8
+        buf = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (lc.llama_token * cap)()
+            n = lc.llama_tokenize(
+                self.vocab, data, len(data), buf, cap, add_special, parse_special
+            )
+        toks = list(buf[:n])
+        bos = int(lc.llama_vocab_bos(self.vocab))
+        # A chat template that writes BOS itself plus the tokenizer's BOS: keep one.
+        if len(toks) >= 2 and toks[0] == bos and toks[1] == bos:
+            toks = toks[1:]
+        return toks
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a generated token adds to the text (special tokens render empty)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            cached = self._to_piece(token, special=False)
+            self._pieces[token] = cached
+        return cached
+
+    def token_text(self, token: int) -> str:
+        return self._to_piece(token, special=True).decode("utf-8", errors="replace")
+
+    def _to_piece(self, token: int, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = lc.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lc.llama_vocab_is_eog(self.vocab, token))
+
+    # -- decoding ----------------------------------------------------------------
+    def clear(self, slot: int, start: int) -> None:
+        lc.llama_memory_seq_rm(self.mem, slot, start, -1)
+
+    def decode(self, items: Sequence[BatchItem]) -> list[int]:
+        """Decode one batch; returns, per item, the batch index of its first token."""
+        b = self._batch
+        i = 0
+        starts: list[int] = []
+        for item in items:
+            starts.append(i)
+            want = set(item.logits)
+            for k, tok in enumerate(item.tokens):
+                b.token[i] = tok
+                b.pos[i] = item.start + k
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = item.slot
+                b.logits[i] = k in want
+                i += 1
+        b.n_tokens = i
+        rc = lc.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise DecodeError(rc)
+        return starts
+
+    def logits(self, batch_index: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        ptr = lc.llama_get_logits_ith(self.ctx, batch_index)
+        return np.ctypeslib.as_array(ptr, (self.n_vocab,))
+
+    # -- embeddings --------------------------------------------------------------
+    def embed(self, tokens: list[int]) -> list[float]:
+        if self._embed_ctx is None:
+            size = min(self.n_ctx, EMBED_CTX_CAP)
+            self._embed_ctx = self._new_context(size, size, 1, embeddings=True)
+            self.embed_n_ctx = size
+        ctx = self._embed_ctx
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        n = len(tokens)
+        batch = lc.llama_batch_init(n, 0, 1)
+        try:
+            for k, tok in enumerate(tokens):
+                batch.token[k] = tok
+                batch.pos[k] = k
+                batch.n_seq_id[k] = 1
+                batch.seq_id[k][0] = 0
+                batch.logits[k] = 1
+            batch.n_tokens = n
+            rc = lc.llama_decode(ctx, batch)
+            if rc != 0:
+                raise DecodeError(rc)
+            ptr = lc.llama_get_embeddings_seq(ctx, 0)
+            if not ptr:
+                raise DecodeError(-1)
+            n_embd = int(lc.llama_model_n_embd(self.model))
+            vec = np.ctypeslib.as_array(ptr, (n_embd,)).astype(np.float64)
+        finally:
+            lc.llama_batch_free(batch)
+        norm = float(np.linalg.norm(vec))
+        if norm > 0:
+            vec = vec / norm
+        return [float(x) for x in vec]
+
+    def embed_limit(self) -> int:
+        return min(self.n_ctx, EMBED_CTX_CAP)
+
+    def close(self) -> None:
+        self._stack.close()

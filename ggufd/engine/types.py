@@ -1,0 +1,163 @@
+"""Plain data passed between the API process and a model's worker process.
+
+Everything here is a frozen (or plain) dataclass made of builtins, so it pickles cheaply
+over the worker pipe. Nothing here validates: the API's wire types (api/protocol.py)
+validate and then build these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+
+
+class ErrorKind(str, Enum):
+    """What went wrong with a request inside the engine; api/errors.py maps each to HTTP."""
+
+    CONTEXT_LENGTH = "context_length_exceeded"
+    INVALID = "invalid_request"
+    ENGINE_DOWN = "engine_unavailable"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One sequence to generate. `n` choices are n requests with their own ids."""
+
+    id: str
+    prompt: str | tuple[int, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    # Number of top alternatives to report per generated token; None: no logprobs at all.
+    logprobs: int | None = None
+    # Report the prompt's tokens (and their logprobs when `logprobs` is set): completions echo.
+    echo: bool = False
+    # Tokenization of a string prompt: add BOS as the model wants; parse special tokens.
+    add_special: bool = True
+    parse_special: bool = True
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    id: str
+    inputs: tuple[str | tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float | None
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """First event of every request: the prompt was tokenized and fits."""
+
+    request_id: str
+    prompt_tokens: int
+    cached_tokens: int = 0
+    prompt_text: str | None = None  # the prompt as text, only when the request asked for echo
+
+
+@dataclass(frozen=True)
+class PromptLogprobs:
+    """Logprobs of the prompt's tokens (echo with logprobs); the first one has none."""
+
+    request_id: str
+    logprobs: tuple[TokenLogprob, ...]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """New text of a sequence: `text` is safe to show (complete UTF-8, no stop-string part)."""
+
+    request_id: str
+    text: str
+    n_tokens: int
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the cache (set on the last event)
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    request_id: str
+    kind: ErrorKind
+    message: str
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    request_id: str
+    embeddings: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
+
+
+Event = Accepted | PromptLogprobs | TokenEvent | ErrorEvent | EmbedResult
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the worker tells the API once its model is loaded."""
+
+    path: str
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    n_embd: int
+    parallel: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+    pooling: str
+    description: str
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker loads its model; built by the API side from the settings."""
+
+    model_path: str
+    n_ctx: int | None = None  # None: trained context capped at 8192; 0: trained context
+    kv_size: int | None = None
+    n_gpu_layers: int = 0
+    n_threads: int = 1
+    n_batch: int = 512
+    parallel: int = 4
+    seed: int = -1
+    verbose: bool = False
+    embeddings: bool = True

