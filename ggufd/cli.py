@@ -55,9 +55,14 @@ def _rewrite_error(message: str, known: dict[str, Any]) -> str:
     words = message[len(prefix) :].split()
     flags = [word.split("=", 1)[0] for word in words if word.startswith("-")]
     if not flags:
-        return f"unexpected argument {words[0]!r} (settings are given as --name value); see {PROG} --help"
+        return (
+            f"unexpected argument {words[0]!r} (settings are given as --name value); "
+            f"see {PROG} --help"
+        )
     flag = flags[0]
-    close = difflib.get_close_matches(flag, [name for name in known if name.startswith("--")], 1, 0.8)
+    close = difflib.get_close_matches(
+        flag, [name for name in known if name.startswith("--")], 1, 0.8
+    )
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown flag {flag}{hint}; see {PROG} --help"
 
@@ -123,9 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         if "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
         convert, metavar = _converter(info)
-        parser.add_argument(
-            *flags, dest=name, type=convert, metavar=metavar, help=_help_text(info)
-        )
+        parser.add_argument(*flags, dest=name, type=convert, metavar=metavar, help=_help_text(info))
     return parser
 
 

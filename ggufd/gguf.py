@@ -277,7 +277,9 @@ def _parse(path: str, handle: IO[bytes], size: int) -> GGUFHeader:
     extent = _read_tensor_extent(reader, tensor_count)
     alignment = _alignment(metadata)
     data_start = -(-reader.pos // alignment) * alignment
-    return GGUFHeader(version, tensor_count, metadata, data_start, data_start + extent)
+    # Without tensor data, llama.cpp does not need the alignment padding to be present.
+    data_end = data_start + extent if extent else reader.pos
+    return GGUFHeader(version, tensor_count, metadata, data_start, data_end)
 
 
 def _open(path: str) -> IO[bytes]:

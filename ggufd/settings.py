@@ -278,4 +278,4 @@ def default_model_path() -> str | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_MODEL_FILE)
+    return os.path.join(next(iter(spec.submodule_search_locations)), DEFAULT_MODEL_FILE)

@@ -42,6 +42,8 @@ class SamplingFields(WireModel):
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # llama-server's extension: keep generating past end-of-generation tokens.
+    ignore_eos: bool = False
 
     @field_validator("stop")
     @classmethod
@@ -172,6 +174,7 @@ class ChatCompletionRequest(SamplingFields):
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             add_special=True,
             parse_special=True,
+            ignore_eos=self.ignore_eos,
         )
 
 
@@ -222,6 +225,7 @@ class CompletionRequest(SamplingFields):
             echo=self.echo,
             add_special=True,
             parse_special=False,
+            ignore_eos=self.ignore_eos,
         )
 
 

@@ -122,6 +122,11 @@ def test_no_tensors(tmp_path: Path) -> None:
     assert header.metadata == {}
 
 
+def test_no_tensors_without_padding(tmp_path: Path) -> None:
+    header = check_model_file(_write(tmp_path, b"GGUF" + struct.pack("<IQQ", 3, 0, 0)))
+    assert header.data_end == 24
+
+
 def test_unknown_tensor_type_is_skipped_in_size_check(tmp_path: Path) -> None:
     data = build_gguf({}, [("a", [4], 0)])
     # Patch the ggml type of the only tensor (after name, n_dims, 1 dim) to an unknown id.

@@ -1,0 +1,73 @@
+"""Start `python -m ggufd` as a real subprocess on a free port and wait until it serves."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: str = ""
+
+    def output(self) -> str:
+        """What the server wrote to stdout and stderr so far."""
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def v1(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(srv: RunningServer, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {srv.proc.returncode}: {srv.output()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{srv.base_url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError("server did not become healthy")
+
+
+@contextlib.contextmanager
+def start_server(args: list[str], wait: bool = True) -> Iterator[RunningServer]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "ggufd", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--verbose", "False", "--n_threads", "2", *args]
+    log = tempfile.NamedTemporaryFile(prefix="ggufd-test-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    srv = RunningServer(proc, port, log.name)
+    try:
+        if wait:
+            wait_healthy(srv)
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
