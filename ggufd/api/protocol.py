@@ -156,8 +156,7 @@ class ChatCompletionRequest(SamplingFields):
     def _unsupported(self) -> ChatCompletionRequest:
         if self.response_format is not None and self.response_format.type != "text":
             raise ValueError(
-                f"response_format {self.response_format.type!r} is not supported yet; "
-                "use 'text'"
+                f"response_format {self.response_format.type!r} is not supported yet; use 'text'"
             )
         if self.tool_choice not in (None, "auto", "none"):
             raise ValueError("only tool_choice 'auto' and 'none' are supported yet")

@@ -86,8 +86,8 @@ async def merge(streams: Sequence[Stream]) -> AsyncIterator[tuple[int, Event]]:
 
     async def pump(i: int, s: Stream) -> None:
         try:
-            async for ev in s:
-                await q.put((i, ev))
+            async for event in s:
+                await q.put((i, event))
         finally:
             await q.put((i, None))
 
@@ -95,11 +95,11 @@ async def merge(streams: Sequence[Stream]) -> AsyncIterator[tuple[int, Event]]:
     live = len(tasks)
     try:
         while live:
-            i, ev = await q.get()
-            if ev is None:
+            i, item = await q.get()
+            if item is None:
                 live -= 1
             else:
-                yield i, ev
+                yield i, item
     finally:
         for t in tasks:
             t.cancel()
@@ -134,8 +134,7 @@ def _chat_logprobs(lps: Sequence[TokenLogprob]) -> dict[str, Any]:
                 "logprob": lp.logprob,
                 "bytes": list(lp.bytes),
                 "top_logprobs": [
-                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)}
-                    for t in lp.top
+                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top
                 ],
             }
             for lp in lps
@@ -151,7 +150,12 @@ def _completion_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, 
         tops.append({t.token: t.logprob for t in lp.top} if lp.logprob is not None else None)
         offsets.append(offset)
         offset += len(lp.token)
-    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": values,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
 
 
 @dataclass(frozen=True)
@@ -237,7 +241,12 @@ def _completion_choice(c: Choice, echo: bool, want_logprobs: bool) -> dict[str, 
     lps: dict[str, Any] | None = None
     if want_logprobs:
         lps = _completion_logprobs([*c.prompt_logprobs, *c.logprobs], 0)
-    return {"text": prefix + c.text, "index": c.index, "logprobs": lps, "finish_reason": c.finish_reason}
+    return {
+        "text": prefix + c.text,
+        "index": c.index,
+        "logprobs": lps,
+        "finish_reason": c.finish_reason,
+    }
 
 
 def completion_json(

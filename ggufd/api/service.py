@@ -46,7 +46,9 @@ class ModelService:
     def template(self) -> ChatTemplate:
         if self._template is None:
             info = self.engine.info
-            self._template = resolve_template(self.chat_format, info.chat_template if info else None)
+            self._template = resolve_template(
+                self.chat_format, info.chat_template if info else None
+            )
         return self._template
 
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
@@ -63,8 +65,9 @@ class ModelService:
                 tools=tools,
             )
         except ChatTemplateError as e:
-            raise APIError(400, f"the chat template could not render these messages: {e}",
-                           param="messages") from e
+            raise APIError(
+                400, f"the chat template could not render these messages: {e}", param="messages"
+            ) from e
 
     def model_card(self) -> dict[str, Any]:
         info = self.engine.info

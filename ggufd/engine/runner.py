@@ -179,9 +179,7 @@ class Runner:
         if n < 0:
             cap = -n
             buf = (lc.llama_token * cap)()
-            n = lc.llama_tokenize(
-                self.vocab, data, len(data), buf, cap, add_special, parse_special
-            )
+            n = lc.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         toks = list(buf[:n])
         bos = int(lc.llama_vocab_bos(self.vocab))
         # A chat template that writes BOS itself plus the tokenizer's BOS: keep one.

@@ -109,8 +109,12 @@ class Worker:
         seed = req.sampling.seed
         if seed is None:
             seed = self._seeds.getrandbits(32) if self._seeds else secrets.randbits(32)
-        seq = Sequence(req.id, tokens, len(tokens), prompt_logits=req.echo and req.logprobs is not None)
-        return Active(req, seq, Sampler(req.sampling, seed, r.n_vocab), Detokenizer(req.stop), max_len)
+        seq = Sequence(
+            req.id, tokens, len(tokens), prompt_logits=req.echo and req.logprobs is not None
+        )
+        return Active(
+            req, seq, Sampler(req.sampling, seed, r.n_vocab), Detokenizer(req.stop), max_len
+        )
 
     def abort(self, request_id: str) -> None:
         act = self.active.pop(request_id, None)
