@@ -80,7 +80,7 @@ async def test_abort_frees_the_slot(smollm2_path: str) -> None:
         assert isinstance(await anext(it), Accepted)
         await anext(it)
         await it.aclose()  # the client went away: the only slot must be freed
-        text, events = await asyncio.wait_for(
+        _text, events = await asyncio.wait_for(
             _run(engine, GenerateRequest("next", PROMPT, GREEDY, max_tokens=4)), timeout=30
         )
         assert isinstance(events[-1], TokenEvent) and events[-1].finish_reason is not None
