@@ -95,9 +95,11 @@ async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResp
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
         return APIError(400, "the request needs a JSON body").response()
-    param = _param(tuple(first.get("loc", ())))
     message = _validation_message(first)
-    if param and first.get("type") != "json_invalid":
+    if first.get("type") == "json_invalid":
+        return APIError(400, message).response()
+    param = _param(tuple(first.get("loc", ())))
+    if param:
         message = f"{param}: {message}"
     return APIError(400, message, param=param).response()
 
