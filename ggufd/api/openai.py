@@ -6,21 +6,21 @@ service's chat template, generation runs in the engine, bodies are built by resp
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from ggufd.api import responses as R
 from ggufd.api.errors import APIError, from_event
 from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ggufd.api.service import ModelService, engine_error
+from ggufd.api.sse import SSE_HEADERS, EventStreamResponse
 from ggufd.engine.client import EngineError
 from ggufd.engine.types import EmbedRequest, ErrorEvent, GenerateRequest
 
 router = APIRouter()
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _service(request: Request) -> ModelService:
@@ -48,6 +48,30 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     return service.model_card()
 
 
+async def _collect_or_abort(
+    request: Request, streams: list[R.Stream], choices: list[R.Choice]
+) -> None:
+    """Collect a non-streamed reply; if the client goes away first, abort the generation."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work = asyncio.create_task(R.collect(streams, choices))
+    watch = asyncio.create_task(disconnected())
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (work, watch):
+            t.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        if not work.cancelled() and work.done():
+            work.result()  # raises the engine's error, if any
+        else:
+            await asyncio.gather(work, return_exceptions=True)
+            await R.close_all(streams)
+
+
 def _check_n(service: ModelService, n: int) -> None:
     info = service.engine.info
     if info is not None and n > info.parallel:
@@ -70,7 +94,7 @@ async def _open(
 @router.post("/v1/chat/completions", tags=["chat"], response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | EventStreamResponse:
     service = _service(request)
     service.check_ready()
     _check_n(service, body.n)
@@ -83,15 +107,15 @@ async def chat_completions(
     meta = R.Meta.new(rid, service.resolve(body.model))
     if body.stream:
         gen = R.chat_sse(meta, streams, choices, body.include_usage)
-        return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
-    await R.collect(streams, choices)
+        return EventStreamResponse(gen, headers=SSE_HEADERS)
+    await _collect_or_abort(request, streams, choices)
     return JSONResponse(R.chat_json(meta, choices, body.logprobs))
 
 
 @router.post("/v1/completions", tags=["completions"], response_model=None)
 async def completions(
     body: CompletionRequest, request: Request
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | EventStreamResponse:
     service = _service(request)
     service.check_ready()
     _check_n(service, body.n)
@@ -106,8 +130,8 @@ async def completions(
     want_lp = body.logprobs is not None
     if body.stream:
         gen = R.completion_sse(meta, streams, choices, body.echo, body.include_usage, body.n)
-        return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
-    await R.collect(streams, choices)
+        return EventStreamResponse(gen, headers=SSE_HEADERS)
+    await _collect_or_abort(request, streams, choices)
     return JSONResponse(R.completion_json(meta, choices, body.echo, want_lp, body.n))
 
 
