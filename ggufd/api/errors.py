@@ -70,14 +70,17 @@ def unavailable(message: str) -> APIError:
     return APIError(503, message, "server_error", None, "model_not_ready", {"Retry-After": "1"})
 
 
+_UNION_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     parts = [p for p in loc if p != "body"]
     out = ""
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif "[" in str(p) or "function-after" in str(p) or str(p).startswith(("list[", "str")):
-            continue  # pydantic's union-member labels
+        elif str(p) in _UNION_LABELS or "[" in str(p) or str(p).startswith("function-"):
+            continue  # pydantic's union-member labels (str, list[...], function-after[...])
         else:
             out += f".{p}" if out else str(p)
     return out or None

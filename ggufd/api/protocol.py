@@ -6,6 +6,7 @@ Cross-field rules live in validators so a bad body is a 400 naming the offending
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -56,7 +57,7 @@ class SamplingFields(WireModel):
     @classmethod
     def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         for key, bias in (v or {}).items():
-            if not key.lstrip("-").isdigit():
+            if not re.fullmatch(r"-?[0-9]+", key):
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"logit_bias values must be in [-100, 100], got {bias}")
@@ -174,6 +175,7 @@ class ChatCompletionRequest(SamplingFields):
             add_special=True,
             parse_special=True,
             ignore_eos=self.ignore_eos,
+            chat=True,
         )
 
 

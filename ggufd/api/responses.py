@@ -98,6 +98,9 @@ async def merge(streams: Sequence[Stream]) -> AsyncIterator[tuple[int, Event]]:
             i, item = await q.get()
             if item is None:
                 live -= 1
+                failed = tasks[i].exception() if tasks[i].done() else None
+                if failed is not None:
+                    raise failed
             else:
                 yield i, item
     finally:
@@ -192,7 +195,7 @@ def chat_json(meta: Meta, choices: Sequence[Choice], want_logprobs: bool) -> dic
             }
             for c in choices
         ],
-        "usage": usage(choices),
+        "usage": usage(choices, len(choices)),
     }
 
 
@@ -228,7 +231,7 @@ async def chat_sse(
         else:
             if include_usage:
                 body = _chat_chunk(meta, 0, {})
-                body["choices"], body["usage"] = [], usage(choices)
+                body["choices"], body["usage"] = [], usage(choices, len(choices))
                 yield _sse(body)
     finally:
         await close_all(streams)
@@ -301,7 +304,7 @@ async def completion_sse(
                 continue
             choices[i].apply(ev)
             lp2 = _completion_logprobs(ev.logprobs, offsets[i]) if ev.logprobs else None
-            offsets[i] += len(ev.text)
+            offsets[i] += sum(len(lp.token) for lp in ev.logprobs)
             finish = ev.finish_reason.value if ev.finish_reason else None
             if ev.text or lp2 or finish:
                 yield _sse(_completion_chunk(meta, i, ev.text, logprobs=lp2, finish_reason=finish))

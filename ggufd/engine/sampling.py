@@ -58,7 +58,7 @@ def _make_stage(stage: Stage, n_vocab: int) -> Any:
             arr[i].bias = bias
         return lc.llama_sampler_init_logit_bias(n_vocab, len(pairs), arr)
     if stage.name == "penalties":
-        return lc.llama_sampler_init_penalties(*stage.args)
+        return lc.llama_sampler_init_penalties(n_vocab, *stage.args)
     if stage.name == "greedy":
         return lc.llama_sampler_init_greedy()
     init = {

@@ -144,7 +144,7 @@ class Scheduler:
         for seq in sorted(self.running, key=lambda s: s.order):
             if budget <= 0:
                 break
-            if seq.n_pending == 1:
+            if seq.n_pending == 1 and seq.slot is not None:
                 if not self._reserve(plan, 1, seq):
                     continue
                 plan.items.append(self._item(seq, 1))
@@ -155,9 +155,12 @@ class Scheduler:
                 break
             if seq.n_pending > 1 and seq.slot is not None:
                 n = min(seq.n_pending, budget)
-                n = min(n, self._free_cells(plan))
-                if n <= 0:
+                # Idle caches go first; newer sequences are preempted only if no cell is free.
+                while self._free_cells(plan) < n and self._evict_idle(plan):
+                    pass
+                if self._free_cells(plan) <= 0 and not self._reserve(plan, 1, seq):
                     continue
+                n = min(n, self._free_cells(plan))
                 plan.items.append(self._item(seq, n))
                 budget -= n
         return plan
@@ -211,6 +214,7 @@ class Scheduler:
 
     def _admit(self, plan: StepPlan) -> None:
         n_decoding = sum(1 for s in self.running if s.n_pending == 1)
+        admitted = 0  # cells the prompts admitted in this step will need
         while self.waiting:
             seq = self.waiting[0]
             free = [s for s in self.slots if s.seq is None]
@@ -219,7 +223,7 @@ class Scheduler:
             slot = self._best_slot(seq, free)
             reuse = 0 if seq.prompt_logits else common_prefix(slot.cached, seq.tokens)
             reuse = min(reuse, len(seq.tokens) - 1)  # compute at least one token
-            need = len(seq.tokens) - reuse + n_decoding + 1
+            need = len(seq.tokens) - reuse + n_decoding + 1 + admitted
             # Free cells held by other idle slots until the whole prompt fits.
             while self._free_cells(plan) + len(slot.cached) - reuse < need:
                 if not self._evict_idle(plan, keep=slot):
@@ -233,11 +237,15 @@ class Scheduler:
             slot.last_used = next(self._clock)
             seq.slot, seq.n_computed, seq.n_cached = slot.id, reuse, reuse
             self.running.append(seq)
+            admitted += seq.n_pending
 
     @staticmethod
     def _best_slot(seq: Sequence, free: list[Slot]) -> Slot:
         def key(s: Slot) -> tuple[int, int]:
             # Longest shared prefix first; among equals, the least recently used cache.
+            # A sequence that cannot reuse a cache takes the emptiest slot instead.
+            if seq.prompt_logits:
+                return (-len(s.cached), -s.last_used)
             return (common_prefix(s.cached, seq.tokens), -s.last_used)
 
         return max(free, key=key)

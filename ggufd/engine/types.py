@@ -57,6 +57,7 @@ class GenerateRequest:
     add_special: bool = True
     parse_special: bool = True
     ignore_eos: bool = False
+    chat: bool = False  # the prompt was rendered from chat messages (for error params)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,10 @@ class Worker:
         except RequestError as e:
             self.events.append(ErrorEvent(req.id, e.kind, e.message, e.param))
             return
+        except Exception as e:  # never let one request take the worker down
+            msg = f"the engine could not start this request: {type(e).__name__}: {e}"
+            self.events.append(ErrorEvent(req.id, ErrorKind.INTERNAL, msg))
+            return
         self.active[req.id] = act
         self.sched.add(act.seq)
         echo = None
@@ -94,7 +98,7 @@ class Worker:
                 f"This model's maximum context length is {r.n_ctx} tokens. However, your "
                 f"prompt resulted in {len(tokens)} tokens. Shorten the prompt or start the "
                 "server with a larger --n_ctx.",
-                "messages",
+                "messages" if req.chat else "prompt",
             )
         for tok, _ in req.sampling.logit_bias:
             if not 0 <= tok < r.n_vocab:
@@ -235,8 +239,8 @@ class Worker:
 
     def _prompt_logprobs(self, act: Active, item: BatchItem, start: int) -> None:
         seq, n_top = act.seq, act.req.logprobs or 0
-        if item.start == 0:
-            act.pending_logprobs.append(self._token_logprob(seq.tokens[0], None, ()))
+        if item.start == 0:  # (again, after a preemption: start over)
+            act.pending_logprobs = [self._token_logprob(seq.tokens[0], None, ())]
         for k in range(len(item.tokens)):
             pos = item.start + k + 1  # logits at position p predict token p + 1
             if pos >= seq.n_prompt:

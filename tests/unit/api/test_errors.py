@@ -1,0 +1,231 @@
+"""Errors: pydantic locations -> OpenAI `param`, engine errors -> HTTP, and the handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from ggufd.api import errors
+from ggufd.api.errors import APIError, _param, _validation_message, from_event, sse_error
+from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest
+from ggufd.engine.types import ErrorEvent, ErrorKind
+
+
+@pytest.mark.parametrize(
+    ("loc", "expected"),
+    [
+        (("body",), None),
+        ((), None),
+        (("body", "temperature"), "temperature"),
+        (("body", "messages", 0, "content"), "messages[0].content"),
+        (("body", "messages", 2), "messages[2]"),
+        (
+            ("body", "messages", 0, "tool_calls", 1, "function", "name"),
+            "messages[0].tool_calls[1].function.name",
+        ),
+        # pydantic's union-member labels are left out
+        (("body", "prompt", "str"), "prompt"),
+        (("body", "prompt", "list[str]", 1), "prompt[1]"),
+        (("body", "prompt", "list[constrained-int]", 0), "prompt[0]"),
+        (("body", "prompt", "list[list[constrained-int]]", 1, 0), "prompt[1][0]"),
+        (("body", "stop", "list[str]", 3), "stop[3]"),
+        (
+            ("body", "messages", 0, "content", "list[ContentPart]", 0, "type"),
+            "messages[0].content[0].type",
+        ),
+        (("body", "tool_choice", "function-after[_x(), str]"), "tool_choice"),
+        (("body", "logit_bias", "abc", "[key]"), "logit_bias.abc"),
+    ],
+)
+def test_param_from_location(loc: tuple[Any, ...], expected: str | None) -> None:
+    assert _param(loc) == expected
+
+
+@pytest.mark.parametrize(
+    ("loc", "expected"),
+    [
+        (("body", "stream"), "stream"),
+        (("body", "stream_options", "include_usage"), "stream_options.include_usage"),
+        (("body", "messages", 0, "content", "str"), "messages[0].content"),
+    ],
+)
+def test_param_keeps_field_names_that_start_like_union_labels(
+    loc: tuple[Any, ...], expected: str
+) -> None:
+    """BUG: `_param` drops every location part that starts with "str".
+
+    The union-label filter `str(p).startswith(("list[", "str"))` also matches real field
+    names: `stream` gives param None, and `stream_options.include_usage` gives
+    "include_usage". Labels should be matched exactly ("str", "int", ...) or by their
+    "[" / "-" syntax, not by prefix.
+    """
+    assert _param(loc) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "param"),
+    [
+        (
+            ChatCompletionRequest,
+            {"messages": [{"role": "user", "content": "x"}], "temperature": 9},
+            "temperature",
+        ),
+        (ChatCompletionRequest, {"messages": [{"role": "user"}]}, "messages[0]"),
+        (ChatCompletionRequest, {"messages": [{"role": "x", "content": "x"}]}, "messages[0].role"),
+        (
+            ChatCompletionRequest,
+            {"messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 17},
+            "stop",
+        ),
+        (CompletionRequest, {"prompt": [-1]}, "prompt"),
+        (CompletionRequest, {"prompt": [[1], [-2]]}, "prompt"),
+        (CompletionRequest, {"prompt": "x", "logprobs": 50}, "logprobs"),
+    ],
+)
+def test_param_of_real_validation_errors(model: type, body: dict[str, Any], param: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(body)
+    loc = ("body", *info.value.errors()[0]["loc"])
+    got = _param(loc)
+    assert got is not None and got.startswith(param)
+
+
+@pytest.mark.parametrize(
+    ("err", "expected"),
+    [
+        (
+            {"type": "value_error", "msg": "Value error, at most 16 stop strings"},
+            "at most 16 stop strings",
+        ),
+        (
+            {"type": "greater_than", "msg": "Input should be greater than 0"},
+            "Input should be greater than 0",
+        ),
+        (
+            {"type": "json_invalid", "ctx": {"error": "Expecting value"}},
+            "the request body is not valid JSON: Expecting value",
+        ),
+        ({"type": "json_invalid"}, "the request body is not valid JSON:"),
+        ({"type": "x"}, "invalid value"),
+    ],
+)
+def test_validation_message(err: dict[str, Any], expected: str) -> None:
+    assert _validation_message(err) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "type_", "code"),
+    [
+        (ErrorKind.CONTEXT_LENGTH, 400, "invalid_request_error", "context_length_exceeded"),
+        (ErrorKind.INVALID, 400, "invalid_request_error", None),
+        (ErrorKind.ENGINE_DOWN, 503, "server_error", "engine_unavailable"),
+        (ErrorKind.INTERNAL, 500, "server_error", None),
+    ],
+)
+def test_from_event(kind: ErrorKind, status: int, type_: str, code: str | None) -> None:
+    err = from_event(ErrorEvent("r", kind, "message", "prompt"))
+    assert (err.status, err.type, err.code, err.param, err.message) == (
+        status,
+        type_,
+        code,
+        "prompt",
+        "message",
+    )
+    assert err.body() == {
+        "error": {"message": "message", "type": type_, "param": "prompt", "code": code}
+    }
+
+
+def test_every_error_kind_has_an_http_mapping() -> None:
+    for kind in ErrorKind:
+        from_event(ErrorEvent("r", kind, "m"))
+
+
+def test_unavailable_asks_to_retry() -> None:
+    err = errors.unavailable("loading")
+    resp = err.response()
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "1"
+    assert json.loads(bytes(resp.body))["error"]["code"] == "model_not_ready"
+
+
+def test_sse_error_frame() -> None:
+    frame = sse_error(APIError(500, "boom", "server_error"))
+    assert frame.startswith("data: ") and frame.endswith("\n\n")
+    assert json.loads(frame[6:]) == {
+        "error": {"message": "boom", "type": "server_error", "param": None, "code": None}
+    }
+
+
+# -- the handlers, through a small app -------------------------------------------------
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/chat")
+    async def chat(body: ChatCompletionRequest) -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get("/api-error")
+    async def api_error() -> None:
+        raise APIError(409, "taken", param="model", code="conflict")
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise KeyError("secret detail")
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def check_error(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status_code == status
+    body = resp.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    err: dict[str, Any] = body["error"]
+    return err
+
+
+def test_validation_error_is_a_400_naming_the_param(client: TestClient) -> None:
+    resp = client.post("/chat", json={"messages": [{"role": "user", "content": "x"}], "top_p": 0})
+    err = check_error(resp, 400)
+    assert err["param"] == "top_p"
+    assert err["type"] == "invalid_request_error"
+    assert err["message"].startswith("top_p: ")
+
+
+def test_cross_field_error_message(client: TestClient) -> None:
+    resp = client.post("/chat", json={"messages": [{"role": "user"}]})
+    err = check_error(resp, 400)
+    assert err["param"] == "messages[0]"
+    assert err["message"] == "messages[0]: a user message needs content"
+
+
+def test_invalid_json_body(client: TestClient) -> None:
+    resp = client.post("/chat", content=b"{not json", headers={"content-type": "application/json"})
+    err = check_error(resp, 400)
+    assert err["message"].startswith("the request body is not valid JSON")
+
+
+def test_missing_body(client: TestClient) -> None:
+    err = check_error(client.post("/chat"), 400)
+    assert err["message"] == "the request needs a JSON body"
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    assert check_error(client.get("/nope"), 404)["code"] == "not_found"
+    assert check_error(client.get("/chat"), 405)["code"] == "method_not_allowed"
+
+
+def test_api_error_and_unexpected_error(client: TestClient) -> None:
+    err = check_error(client.get("/api-error"), 409)
+    assert (err["message"], err["param"], err["code"]) == ("taken", "model", "conflict")
+    err = check_error(client.get("/crash"), 500)
+    assert err["type"] == "server_error"
+    assert "secret detail" not in err["message"]

@@ -1,0 +1,451 @@
+"""Wire types: every validation rule, and the conversion of a request to engine types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from ggufd.api.protocol import (
+    MAX_N,
+    MAX_STOP,
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    EmbeddingRequest,
+)
+from ggufd.engine.types import GenerateRequest, SamplingParams
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def chat(**kw: Any) -> dict[str, Any]:
+    return {"messages": USER} | kw
+
+
+def completion(**kw: Any) -> dict[str, Any]:
+    return {"prompt": "hi"} | kw
+
+
+def error_of(model: type, body: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(body)
+    err = info.value.errors()[0]
+    return tuple(err["loc"]), str(err["msg"])
+
+
+# -- shared sampling fields ------------------------------------------------------------
+# (field, valid values, invalid values)
+RANGES: list[tuple[str, list[Any], list[Any]]] = [
+    ("temperature", [0, 0.0, 1.3, 2.0], [-0.1, 2.01, "hot"]),
+    ("top_p", [0.01, 1.0], [0.0, -0.5, 1.01]),
+    ("top_k", [0, 1, 1000], [-1, 1.5]),
+    ("min_p", [0.0, 0.5, 1.0], [-0.01, 1.01]),
+    ("presence_penalty", [-2.0, 0.0, 2.0], [-2.01, 2.01]),
+    ("frequency_penalty", [-2.0, 2.0], [-3, 3]),
+    ("repeat_penalty", [0.01, 1.0, 5.0], [0.0, -1.0]),
+    ("n", [1, MAX_N], [0, MAX_N + 1, -1]),
+    ("seed", [None, 0, -5, 2**40], ["abc", 1.5]),
+    ("stream", [True, False], ["maybe", [1]]),
+    ("ignore_eos", [True, False], ["perhaps"]),
+]
+
+
+@pytest.mark.parametrize("model", [ChatCompletionRequest, CompletionRequest])
+@pytest.mark.parametrize(("field", "good", "bad"), RANGES)
+def test_sampling_field_ranges(model: type, field: str, good: list[Any], bad: list[Any]) -> None:
+    base = chat() if model is ChatCompletionRequest else completion()
+    for value in good:
+        assert getattr(model.model_validate(base | {field: value}), field) == value
+    for value in bad:
+        loc, _ = error_of(model, base | {field: value})
+        assert loc[0] == field, value
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        (None, ()),
+        ("\n", ("\n",)),
+        ([], ()),
+        (["a", "b"], ("a", "b")),
+        (["s"] * MAX_STOP, ("s",) * MAX_STOP),
+    ],
+)
+def test_stop_list(stop: Any, expected: tuple[str, ...]) -> None:
+    req = ChatCompletionRequest.model_validate(chat(stop=stop))
+    assert req.stop_list() == expected
+    assert req.to_generate("id", "p", 0).stop == expected
+
+
+def test_too_many_stop_strings() -> None:
+    loc, msg = error_of(ChatCompletionRequest, chat(stop=["s"] * (MAX_STOP + 1)))
+    assert loc == ("stop",)
+    assert f"at most {MAX_STOP}" in msg
+
+
+@pytest.mark.parametrize(
+    ("bias", "expected"),
+    [
+        ({}, ()),
+        ({"5": 1.5}, ((5, 1.5),)),
+        ({"0": -100, "42": 100}, ((0, -100.0), (42, 100.0))),
+        # negative ids pass here: the worker checks them against the vocabulary
+        ({"-1": 2}, ((-1, 2.0),)),
+    ],
+)
+def test_logit_bias_conversion(bias: dict[str, float], expected: tuple[Any, ...]) -> None:
+    req = ChatCompletionRequest.model_validate(chat(logit_bias=bias))
+    assert req.to_sampling().logit_bias == expected
+
+
+@pytest.mark.parametrize(
+    ("bias", "fragment"),
+    [
+        ({"abc": 1}, "must be token ids"),
+        ({"1.5": 1}, "must be token ids"),
+        ({"": 1}, "must be token ids"),
+        ({"5": 100.5}, "[-100, 100]"),
+        ({"5": -101}, "[-100, 100]"),
+        ({"5": "x"}, "valid number"),
+    ],
+)
+def test_logit_bias_rejected(bias: dict[str, Any], fragment: str) -> None:
+    loc, msg = error_of(ChatCompletionRequest, chat(logit_bias=bias))
+    assert loc[0] == "logit_bias"
+    assert fragment in msg
+
+
+@pytest.mark.parametrize("key", ["--5", "5-", "²", "¹²"])
+def test_logit_bias_keys_that_are_not_integers_are_rejected(key: str) -> None:
+    """BUG: keys that are not integers pass validation, then int() fails in to_sampling.
+
+    `_logit_bias` accepts a key when `key.lstrip("-").isdigit()`: "--5" (any number of
+    leading minus signs), and digits that int() refuses ("²", "¹²": str.isdigit() is
+    true for superscripts). `to_sampling()` then raises ValueError: a 500, not a 400.
+    """
+    body = chat(logit_bias={key: 1.0})
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError:
+        return
+    req.to_sampling()  # the key was accepted: converting it must work
+
+
+def test_to_sampling_maps_every_field() -> None:
+    req = ChatCompletionRequest.model_validate(
+        chat(
+            temperature=0.3,
+            top_p=0.8,
+            top_k=7,
+            min_p=0.2,
+            repeat_penalty=1.2,
+            presence_penalty=0.5,
+            frequency_penalty=-0.5,
+            seed=10,
+            logit_bias={"3": 1},
+        )
+    )
+    assert req.to_sampling() == SamplingParams(
+        temperature=0.3,
+        top_p=0.8,
+        top_k=7,
+        min_p=0.2,
+        repeat_penalty=1.2,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        seed=10,
+        logit_bias=((3, 1.0),),
+    )
+
+
+def test_defaults_match_the_engine_defaults() -> None:
+    sampling = ChatCompletionRequest.model_validate(chat()).to_sampling()
+    assert sampling == SamplingParams()
+
+
+@pytest.mark.parametrize(
+    ("seed", "index", "expected"),
+    [(None, 0, None), (None, 3, None), (10, 0, 10), (10, 3, 13), (-1, 1, 0)],
+)
+def test_seed_offset_per_choice(seed: int | None, index: int, expected: int | None) -> None:
+    req = ChatCompletionRequest.model_validate(chat(seed=seed))
+    assert req.to_generate("id", "p", index).sampling.seed == expected
+    creq = CompletionRequest.model_validate(completion(seed=seed))
+    assert creq.to_generate("id", "p", index).sampling.seed == expected
+
+
+@pytest.mark.parametrize(
+    ("opts", "expected"),
+    [
+        (None, False),
+        ({}, False),
+        ({"include_usage": False}, False),
+        ({"include_usage": True}, True),
+    ],
+)
+def test_include_usage(opts: dict[str, Any] | None, expected: bool) -> None:
+    assert ChatCompletionRequest.model_validate(chat(stream_options=opts)).include_usage is expected
+
+
+def test_unknown_fields_are_accepted() -> None:
+    req = ChatCompletionRequest.model_validate(chat(user="u1", store=False, metadata={"a": 1}))
+    assert req.model_extra == {"user": "u1", "store": False, "metadata": {"a": 1}}
+
+
+# -- chat messages ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "system", "content": "be brief"},
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": ""},
+        {"role": "user", "content": [{"type": "text", "text": "a"}]},
+        {"role": "assistant", "content": None},
+        {"role": "assistant"},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "content": "42", "tool_call_id": "c1"},
+        {"role": "function", "content": "42", "name": "f"},
+    ],
+)
+def test_valid_messages(message: dict[str, Any]) -> None:
+    ChatCompletionRequest.model_validate({"messages": [message]})
+
+
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        ({"role": "system"}, "a system message needs content"),
+        ({"role": "developer", "content": None}, "a developer message needs content"),
+        ({"role": "user"}, "a user message needs content"),
+        ({"role": "bot", "content": "x"}, "Input should be"),
+        ({"content": "x"}, "Field required"),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+            "'image_url' are not supported",
+        ),
+        ({"role": "user", "content": [{"type": "text"}]}, "'text' are not supported"),
+        ({"role": "user", "content": [{"type": "input_audio"}]}, "not supported"),
+        ({"role": "user", "content": 5}, "Input should be"),
+    ],
+)
+def test_invalid_messages(message: dict[str, Any], fragment: str) -> None:
+    loc, msg = error_of(ChatCompletionRequest, {"messages": [USER[0], message]})
+    assert loc[:2] == ("messages", 1)
+    assert fragment in msg
+
+
+def test_messages_must_not_be_empty_or_missing() -> None:
+    assert error_of(ChatCompletionRequest, {"messages": []})[0] == ("messages",)
+    assert error_of(ChatCompletionRequest, {})[0] == ("messages",)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("plain", "plain"),
+        (None, None),
+        ([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "ab"),
+        ([], ""),
+    ],
+)
+def test_content_text(content: Any, expected: str | None) -> None:
+    msg = ChatMessage.model_validate({"role": "assistant", "content": content})
+    assert msg.content_text() == expected
+    assert msg.to_template()["content"] == expected
+
+
+def test_to_template_keeps_tool_calls_and_drops_unset_fields() -> None:
+    msg = ChatMessage.model_validate(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"x": 1}}}],
+        }
+    )
+    assert msg.to_template() == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+        ],
+    }
+
+
+# -- chat request rules ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "loc", "fragment"),
+    [
+        (chat(max_tokens=0), ("max_tokens",), "greater than or equal to 1"),
+        (chat(max_completion_tokens=0), ("max_completion_tokens",), "greater than or equal"),
+        (chat(top_logprobs=21), ("top_logprobs",), "less than or equal to 20"),
+        (chat(top_logprobs=-1), ("top_logprobs",), "greater than or equal to 0"),
+        (chat(response_format={"type": "json_object"}), (), "'json_object' is not supported"),
+        (
+            chat(response_format={"type": "json_schema", "json_schema": {}}),
+            (),
+            "'json_schema' is not supported",
+        ),
+        (chat(tool_choice="required"), (), "tool_choice"),
+        (chat(tool_choice={"type": "function", "function": {"name": "f"}}), (), "tool_choice"),
+    ],
+)
+def test_chat_request_rules(body: dict[str, Any], loc: tuple[Any, ...], fragment: str) -> None:
+    got_loc, msg = error_of(ChatCompletionRequest, body)
+    assert got_loc == loc
+    assert fragment in msg
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"response_format": {"type": "text"}},
+        {"response_format": None},
+        {"tool_choice": "auto"},
+        {"tool_choice": "none"},
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+    ],
+)
+def test_supported_chat_options(extra: dict[str, Any]) -> None:
+    ChatCompletionRequest.model_validate(chat(**extra))
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "max_completion_tokens", "expected"),
+    [(None, None, None), (5, None, 5), (None, 7, 7), (5, 7, 7), (9, 3, 3)],
+)
+def test_max_completion_tokens_wins_over_max_tokens(
+    max_tokens: int | None, max_completion_tokens: int | None, expected: int | None
+) -> None:
+    req = ChatCompletionRequest.model_validate(
+        chat(max_tokens=max_tokens, max_completion_tokens=max_completion_tokens)
+    )
+    assert req.to_generate("id", "p", 0).max_tokens == expected
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "top", "expected"),
+    [(False, None, None), (False, 5, None), (True, None, 0), (True, 0, 0), (True, 3, 3)],
+)
+def test_chat_logprobs(logprobs: bool, top: int | None, expected: int | None) -> None:
+    req = ChatCompletionRequest.model_validate(chat(logprobs=logprobs, top_logprobs=top))
+    assert req.to_generate("id", "p", 0).logprobs == expected
+
+
+def test_chat_to_generate() -> None:
+    req = ChatCompletionRequest.model_validate(
+        chat(stop="\n", seed=1, max_tokens=9, ignore_eos=True, temperature=0)
+    )
+    assert req.to_generate("rid-1", "PROMPT", 1) == GenerateRequest(
+        id="rid-1",
+        prompt="PROMPT",
+        sampling=SamplingParams(temperature=0.0, seed=2),
+        max_tokens=9,
+        stop=("\n",),
+        logprobs=None,
+        echo=False,
+        add_special=True,
+        parse_special=True,
+        ignore_eos=True,
+        chat=True,
+    )
+
+
+# -- completions -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("hello", ["hello"]),
+        ("", [""]),
+        (["a", "b"], ["a", "b"]),
+        ([1, 2, 3], [(1, 2, 3)]),
+        ([[1, 2], [3]], [(1, 2), (3,)]),
+        ([[7]], [(7,)]),
+    ],
+)
+def test_completion_prompts(prompt: Any, expected: list[Any]) -> None:
+    assert CompletionRequest.model_validate({"prompt": prompt}).prompts() == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "loc0", "fragment"),
+    [
+        ({}, "prompt", "Field required"),
+        ({"prompt": []}, "prompt", "must not be an empty list"),
+        ({"prompt": [-1]}, "prompt", ""),
+        ({"prompt": [[1], [-2]]}, "prompt", ""),
+        ({"prompt": ["a", 1]}, "prompt", ""),
+        ({"prompt": 5}, "prompt", ""),
+        (completion(suffix="tail"), "suffix", "not supported"),
+        (completion(max_tokens=-1), "max_tokens", "greater than or equal to 0"),
+        (completion(logprobs=21), "logprobs", "less than or equal to 20"),
+        (completion(logprobs=-1), "logprobs", "greater than or equal to 0"),
+    ],
+)
+def test_completion_request_rules(body: dict[str, Any], loc0: str, fragment: str) -> None:
+    loc, msg = error_of(CompletionRequest, body)
+    assert loc[0] == loc0
+    assert fragment in msg
+
+
+def test_completion_empty_suffix_is_allowed() -> None:
+    assert CompletionRequest.model_validate(completion(suffix="")).suffix == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "fields"),
+    [
+        ({}, {"max_tokens": 16, "logprobs": None, "echo": False}),
+        (
+            {"max_tokens": 0, "echo": True, "logprobs": 0},
+            {"max_tokens": 0, "echo": True, "logprobs": 0},
+        ),
+        ({"max_tokens": None, "logprobs": 5}, {"max_tokens": None, "logprobs": 5}),
+    ],
+)
+def test_completion_to_generate(extra: dict[str, Any], fields: dict[str, Any]) -> None:
+    req = CompletionRequest.model_validate(completion(**extra))
+    gen = req.to_generate("cmpl-1", (1, 2), 2)
+    assert gen.prompt == (1, 2) and gen.id == "cmpl-1"
+    assert gen.add_special is True and gen.parse_special is False
+    for name, value in fields.items():
+        assert getattr(gen, name) == value, name
+
+
+# -- embeddings ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("text", ("text",)),
+        (["a", "b"], ("a", "b")),
+        ([1, 2], ((1, 2),)),
+        ([[1], [2, 3]], ((1,), (2, 3))),
+    ],
+)
+def test_embedding_inputs(value: Any, expected: tuple[Any, ...]) -> None:
+    assert EmbeddingRequest.model_validate({"input": value}).inputs() == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"input": []}, "must not be an empty list"),
+        ({"input": "x", "dimensions": 8}, "dimensions is not supported"),
+        ({"input": "x", "encoding_format": "int8"}, "Input should be"),
+        ({"input": [-1]}, ""),
+        ({}, "Field required"),
+    ],
+)
+def test_embedding_request_rules(body: dict[str, Any], fragment: str) -> None:
+    _, msg = error_of(EmbeddingRequest, body)
+    assert fragment in msg
+
+
+def test_embedding_encoding_formats() -> None:
+    for fmt in ("float", "base64"):
+        req = EmbeddingRequest.model_validate({"input": "x", "encoding_format": fmt})
+        assert req.encoding_format == fmt

@@ -1,0 +1,612 @@
+"""The worker's request lifecycle with a fake runner and scripted samplers (no model).
+
+FakeRunner is a byte-level "model": token ids are byte values (0 is EOS, 1 is BOS), the
+logits at a position favour the next byte value, and its KV cache checks every batch
+against what it holds, so scheduling mistakes surface as assertion errors here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from ggufd.engine import worker as worker_mod
+from ggufd.engine.runner import DecodeError
+from ggufd.engine.sampling import log_softmax
+from ggufd.engine.scheduler import BatchItem
+from ggufd.engine.types import (
+    Accepted,
+    EmbedRequest,
+    EmbedResult,
+    ErrorEvent,
+    ErrorKind,
+    Event,
+    FinishReason,
+    GenerateRequest,
+    PromptLogprobs,
+    SamplingParams,
+    TokenEvent,
+    WorkerConfig,
+)
+from ggufd.engine.worker import Worker, _handle
+
+EOS, BOS = 0, 1
+
+
+class FakeRunner:
+    def __init__(
+        self, n_ctx: int = 64, kv_size: int | None = None, n_batch: int = 32, n_vocab: int = 256
+    ) -> None:
+        self.n_ctx = n_ctx
+        self.kv_size = kv_size or n_ctx
+        self.n_batch = n_batch
+        self.n_vocab = n_vocab
+        self.ctx = object()
+        self.cells: dict[int, list[int]] = {}
+        self.batch: list[int] = []  # token of each batch index of the last decode
+        self.decoded: list[list[tuple[str, int, int]]] = []  # (request, start, n) per decode
+        self.fail_next = False
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        return ([BOS] if add_special else []) + list(text.encode())
+
+    def piece(self, token: int) -> bytes:
+        return b"" if token in (EOS, BOS) else bytes([token])
+
+    def token_text(self, token: int) -> str:
+        return {EOS: "</s>", BOS: "<s>"}.get(token) or self.piece(token).decode("latin-1")
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+    def clear(self, slot: int, start: int) -> None:
+        del self.cells.setdefault(slot, [])[start:]
+
+    def decode(self, items: list[BatchItem]) -> list[int]:
+        assert sum(len(i.tokens) for i in items) <= self.n_batch
+        if self.fail_next:
+            self.fail_next = False
+            raise DecodeError(-3)
+        starts, batch = [], []
+        for item in items:
+            cells = self.cells.setdefault(item.slot, [])
+            assert cells == item.seq.tokens[: item.start], "KV cache out of step"
+            cells.extend(item.tokens)
+            starts.append(len(batch))
+            batch.extend(item.tokens)
+        assert sum(len(c) for c in self.cells.values()) <= self.kv_size
+        self.batch = batch
+        self.decoded.append([(i.seq.request_id, i.start, len(i.tokens)) for i in items])
+        return starts
+
+    def logits(self, batch_index: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        tok = self.batch[batch_index]
+        out = np.zeros(self.n_vocab, dtype=np.float32)
+        out[(tok + 1) % self.n_vocab] = 4.0
+        out[(tok + 2) % self.n_vocab] = 2.0
+        return out
+
+    def embed(self, tokens: list[int]) -> list[float]:
+        return [float(len(tokens)), 1.0]
+
+    def embed_limit(self) -> int:
+        return 8
+
+
+class ScriptedSampler:
+    """Stands in for Sampler: returns the tokens scripted for its seed, then 'x's."""
+
+    scripts: ClassVar[dict[int, list[int]]] = {}
+    made: ClassVar[list[ScriptedSampler]] = []
+
+    def __init__(self, params: SamplingParams, seed: int, n_vocab: int) -> None:
+        self.params, self.seed = params, seed
+        self.script = list(self.scripts.get(seed, []))
+        self.calls: list[int] = []
+        self.closed = False
+        self.made.append(self)
+
+    def sample(self, ctx: Any, batch_index: int) -> int:
+        assert not self.closed
+        self.calls.append(batch_index)
+        return self.script.pop(0) if self.script else ord("x")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def toks(text: str) -> list[int]:
+    return list(text.encode())
+
+
+@pytest.fixture
+def scripts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, list[int]]]:
+    """seed -> tokens its sampler returns; requests pick their script with `seed=`."""
+    table: dict[int, list[int]] = {}
+    monkeypatch.setattr(ScriptedSampler, "scripts", table)
+    monkeypatch.setattr(ScriptedSampler, "made", [])
+    monkeypatch.setattr(worker_mod, "Sampler", ScriptedSampler)
+    yield table
+
+
+def make_worker(runner: FakeRunner | None = None, parallel: int = 4, seed: int = -1) -> Worker:
+    runner = runner or FakeRunner()
+    cfg = WorkerConfig(model_path="fake.gguf", parallel=parallel, seed=seed)
+    return Worker(runner, cfg)  # type: ignore[arg-type]
+
+
+def request(rid: str, prompt: str | tuple[int, ...], seed: int = 0, **kw: Any) -> GenerateRequest:
+    return GenerateRequest(id=rid, prompt=prompt, sampling=SamplingParams(seed=seed), **kw)
+
+
+def run(w: Worker, max_steps: int = 500) -> list[Event]:
+    events = w.drain_events()
+    for _ in range(max_steps):
+        if not w.sched.has_work():
+            break
+        w.step()
+        events += w.drain_events()
+    assert not w.sched.has_work(), "the worker did not finish its requests"
+    return events
+
+
+def of(events: list[Event], rid: str) -> list[Event]:
+    return [e for e in events if e.request_id == rid]
+
+
+def text(events: list[Event], rid: str) -> str:
+    return "".join(e.text for e in of(events, rid) if isinstance(e, TokenEvent))
+
+
+def last(events: list[Event], rid: str) -> TokenEvent:
+    ev = of(events, rid)[-1]
+    assert isinstance(ev, TokenEvent)
+    return ev
+
+
+# -- the lifecycle ---------------------------------------------------------------------
+def test_request_lifecycle_until_eos(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = [*toks("ok!"), EOS]
+    w = make_worker()
+    w.submit(request("r", "hi"))
+    events = run(w)
+    assert events[0] == Accepted("r", 3)  # BOS + "hi"
+    assert [e.text for e in events[1:] if isinstance(e, TokenEvent)] == ["o", "k", "!", ""]
+    assert all(isinstance(e, TokenEvent) and e.n_tokens == 1 for e in events[1:])
+    end = last(events, "r")
+    assert end.finish_reason is FinishReason.STOP
+    assert end.completion_tokens == 4  # the EOS token was generated too
+    assert [e.finish_reason for e in events[1:-1] if isinstance(e, TokenEvent)] == [None] * 3
+    # The request is gone, its sampler freed, its slot idle with the cache kept.
+    assert not w.active
+    assert ScriptedSampler.made[0].closed
+    assert w.sched.slots[0].cached == [BOS, *toks("hiok!")]
+
+
+@pytest.mark.parametrize(
+    ("script", "kw", "expected_text", "finish", "completion_tokens"),
+    [
+        # eos
+        ([*toks("abc"), EOS], {}, "abc", FinishReason.STOP, 4),
+        # max_tokens
+        (toks("abcdef"), {"max_tokens": 3}, "abc", FinishReason.LENGTH, 3),
+        (toks("abcdef"), {"max_tokens": 1}, "a", FinishReason.LENGTH, 1),
+        # eos as the last allowed token: stop wins
+        ([*toks("ab"), EOS], {"max_tokens": 3}, "ab", FinishReason.STOP, 3),
+        # a stop string spread over several tokens: nothing of it is sent
+        (toks("yes</s>more"), {"stop": ("</s>",)}, "yes", FinishReason.STOP, 7),
+        # two stop strings: the first one to appear
+        (toks("a, b. c"), {"stop": (".", ",")}, "a", FinishReason.STOP, 2),
+        # a held partial stop string is flushed when max_tokens ends the request
+        (toks("ab<"), {"stop": ("<end>",), "max_tokens": 3}, "ab<", FinishReason.LENGTH, 3),
+        # ... and when eos ends it
+        ([*toks("ab<"), EOS], {"stop": ("<end>",)}, "ab<", FinishReason.STOP, 4),
+        # ignore_eos: the eos token does not end the request
+        (
+            [*toks("a"), EOS, *toks("b")],
+            {"ignore_eos": True, "max_tokens": 3},
+            "ab",
+            FinishReason.LENGTH,
+            3,
+        ),
+    ],
+)
+def test_finish_reasons(
+    scripts: dict[int, list[int]],
+    script: list[int],
+    kw: dict[str, Any],
+    expected_text: str,
+    finish: FinishReason,
+    completion_tokens: int,
+) -> None:
+    scripts[0] = script
+    w = make_worker()
+    w.submit(request("r", "p", **kw))
+    events = run(w)
+    assert text(events, "r") == expected_text
+    end = last(events, "r")
+    assert end.finish_reason is finish
+    assert end.completion_tokens == completion_tokens
+    assert sum(1 for e in events if isinstance(e, TokenEvent) and e.finish_reason) == 1
+
+
+def test_the_context_ends_generation(scripts: dict[int, list[int]]) -> None:
+    w = make_worker(FakeRunner(n_ctx=8))
+    w.submit(request("r", "abc", max_tokens=100))  # 4 prompt tokens, room for 4
+    events = run(w)
+    assert text(events, "r") == "xxxx"
+    end = last(events, "r")
+    assert end.finish_reason is FinishReason.LENGTH and end.completion_tokens == 4
+
+
+def test_stop_string_does_not_leak_across_events(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = toks("Hi\nUser: x")
+    w = make_worker()
+    w.submit(request("r", "p", stop=("\nUser:",)))
+    events = run(w)
+    sent = [e.text for e in of(events, "r") if isinstance(e, TokenEvent)]
+    assert "".join(sent) == "Hi"
+    assert not any("\n" in s or "U" in s for s in sent)
+    # The sampler was not asked for tokens after the stop.
+    assert ScriptedSampler.made[0].script == toks(" x")
+
+
+def test_multibyte_characters_are_never_split(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = [*"é€😀".encode(), EOS]
+    w = make_worker()
+    w.submit(request("r", "p"))
+    events = run(w)
+    sent = [e.text for e in of(events, "r") if isinstance(e, TokenEvent)]
+    assert "".join(sent) == "é€😀"
+    assert all("\ufffd" not in s for s in sent)
+    # Tokens that only held bytes sent no event of their own.
+    assert [s for s in sent if s] == ["é", "€", "😀"]
+
+
+def test_max_tokens_above_the_context_is_capped_by_it(scripts: dict[int, list[int]]) -> None:
+    w = make_worker(FakeRunner(n_ctx=6))
+    w.submit(request("r", "a", max_tokens=1000))
+    assert last(run(w), "r").completion_tokens == 4
+
+
+# -- errors ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("prompt", "kw", "kind", "param"),
+    [
+        ("x" * 63, {}, ErrorKind.CONTEXT_LENGTH, "prompt"),  # 64 tokens with BOS
+        (tuple(range(2, 70)), {}, ErrorKind.CONTEXT_LENGTH, "prompt"),
+        ((5, 256), {}, ErrorKind.INVALID, "prompt"),
+        ((-1,), {}, ErrorKind.INVALID, "prompt"),
+        ((), {}, ErrorKind.INVALID, "prompt"),
+        ("", {"add_special": False}, ErrorKind.INVALID, "prompt"),
+    ],
+)
+def test_rejected_prompts(
+    scripts: dict[int, list[int]],
+    prompt: str | tuple[int, ...],
+    kw: dict[str, Any],
+    kind: ErrorKind,
+    param: str,
+) -> None:
+    w = make_worker(FakeRunner(n_ctx=64))
+    w.submit(request("r", prompt, **kw))
+    events = w.drain_events()
+    assert len(events) == 1
+    ev = events[0]
+    assert isinstance(ev, ErrorEvent)
+    assert (ev.request_id, ev.kind, ev.param) == ("r", kind, param)
+    assert not w.active and not w.sched.has_work()
+
+
+def test_context_length_message_names_both_sizes(scripts: dict[int, list[int]]) -> None:
+    w = make_worker(FakeRunner(n_ctx=16))
+    w.submit(request("r", "x" * 20))
+    (ev,) = w.drain_events()
+    assert isinstance(ev, ErrorEvent)
+    assert "16" in ev.message and "21" in ev.message
+
+
+def test_longest_prompt_that_fits(scripts: dict[int, list[int]]) -> None:
+    w = make_worker(FakeRunner(n_ctx=16))
+    w.submit(request("r", "x" * 14))  # 15 tokens: one cell left to generate into
+    events = run(w)
+    assert isinstance(events[0], Accepted)
+    assert last(events, "r").completion_tokens == 1
+
+
+@pytest.mark.parametrize("token", [-1, 256, 10_000])
+def test_logit_bias_outside_the_vocabulary(scripts: dict[int, list[int]], token: int) -> None:
+    w = make_worker()
+    req = GenerateRequest("r", "hi", SamplingParams(logit_bias=((5, 1.0), (token, 2.0))))
+    w.submit(req)
+    (ev,) = w.drain_events()
+    assert isinstance(ev, ErrorEvent)
+    assert (ev.kind, ev.param) == (ErrorKind.INVALID, "logit_bias")
+    assert str(token) in ev.message
+    assert not ScriptedSampler.made  # no sampler was built
+
+
+def test_decode_failure_fails_the_batch_and_the_worker_goes_on(
+    scripts: dict[int, list[int]],
+) -> None:
+    runner = FakeRunner()
+    w = make_worker(runner)
+    w.submit(request("a", "one"))
+    w.submit(request("b", "two"))
+    w.drain_events()
+    runner.fail_next = True
+    w.step()
+    events = w.drain_events()
+    assert {(e.request_id, e.kind) for e in events if isinstance(e, ErrorEvent)} == {
+        ("a", ErrorKind.INTERNAL),
+        ("b", ErrorKind.INTERNAL),
+    }
+    assert not w.active and not w.sched.has_work()
+    scripts[1] = [*toks("fine"), EOS]
+    w.submit(request("c", "one", seed=1))
+    assert text(run(w), "c") == "fine"
+
+
+# -- abort -----------------------------------------------------------------------------
+def test_abort_while_generating(scripts: dict[int, list[int]]) -> None:
+    w = make_worker()
+    w.submit(request("r", "hi"))
+    w.step()
+    w.step()
+    w.abort("r")
+    assert not w.active
+    assert w.sched.find("r") is None
+    assert ScriptedSampler.made[0].closed
+    assert all(s.seq is None for s in w.sched.slots)
+    assert not w.sched.has_work()
+    w.drain_events()
+    w.step()
+    assert w.drain_events() == []
+
+
+def test_abort_while_waiting_for_a_slot(scripts: dict[int, list[int]]) -> None:
+    w = make_worker(parallel=1)
+    w.submit(request("a", "one"))
+    w.submit(request("b", "two", seed=1))
+    w.step()
+    assert [s.request_id for s in w.sched.waiting] == ["b"]
+    w.abort("b")
+    assert not w.sched.waiting
+    w.abort("b")  # twice, or unknown ids: nothing happens
+    w.abort("nope")
+    w.abort("a")
+    assert not w.sched.has_work()
+
+
+# -- several requests ------------------------------------------------------------------
+def test_concurrent_requests_interleave_and_each_gets_its_own_text(
+    scripts: dict[int, list[int]],
+) -> None:
+    scripts.update({1: [*toks("alpha"), EOS], 2: [*toks("be"), EOS], 3: toks("gamma!!")})
+    runner = FakeRunner(n_batch=4)
+    w = make_worker(runner, parallel=2)
+    w.submit(request("a", "first prompt", seed=1))
+    w.submit(request("b", "second", seed=2))
+    w.submit(request("c", "third", seed=3, max_tokens=5))
+    events = run(w)
+    assert (text(events, "a"), text(events, "b"), text(events, "c")) == ("alpha", "be", "gamma")
+    assert [e.request_id for e in events if isinstance(e, Accepted)] == ["a", "b", "c"]
+    # Never more than n_batch tokens in one decode, and a and b decoded side by side.
+    assert any({"a", "b"} <= {r for r, _, _ in d} for d in runner.decoded)
+
+
+def test_prefix_cache_is_reused_and_reported(scripts: dict[int, list[int]]) -> None:
+    scripts.update({1: [*toks("A"), EOS], 2: [*toks("B"), EOS]})
+    runner = FakeRunner()
+    w = make_worker(runner, parallel=2)
+    w.submit(request("one", "a long shared prompt", seed=1))
+    first = run(w)
+    assert last(first, "one").cached_tokens == 0
+    w.submit(request("two", "a long shared prompt", seed=2))
+    second = run(w)
+    n_prompt = len("a long shared prompt") + 1
+    assert last(second, "two").cached_tokens == n_prompt - 1
+    # Only the last prompt token was computed again.
+    assert runner.decoded[-2] == [("two", n_prompt - 1, 1)]
+    assert text(second, "two") == "B"
+
+
+def test_preemption_does_not_change_the_output(scripts: dict[int, list[int]]) -> None:
+    def outputs(kv_size: int) -> tuple[dict[str, str], int]:
+        for seed in range(3):
+            scripts[seed] = toks(f"answer number {seed} goes here")
+        runner = FakeRunner(n_ctx=40, kv_size=kv_size, n_batch=4)
+        w = make_worker(runner, parallel=3)
+        for seed in range(3):
+            w.submit(request(f"r{seed}", f"prompt {seed}", seed=seed, max_tokens=20))
+        events = run(w, max_steps=2000)
+        restarts = sum(1 for d in runner.decoded for _, start, _ in d if start == 0) - 3
+        return {f"r{s}": text(events, f"r{s}") for s in range(3)}, restarts
+
+    roomy, no_restarts = outputs(kv_size=200)
+    assert no_restarts == 0
+    assert roomy == {f"r{s}": f"answer number {s} goes"[:20] for s in range(3)}
+    tight, restarts = outputs(kv_size=40)
+    assert restarts > 0  # a sequence was preempted and recomputed
+    assert tight == roomy
+
+
+# -- logprobs --------------------------------------------------------------------------
+def expected_logprob(prev: int, tok: int) -> float:
+    logits = np.zeros(256, dtype=np.float32)
+    logits[(prev + 1) % 256], logits[(prev + 2) % 256] = 4.0, 2.0
+    return float(log_softmax(logits)[tok])
+
+
+def test_generated_token_logprobs(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = [*toks("bd"), EOS]
+    w = make_worker()
+    w.submit(request("r", "a", logprobs=2))
+    events = [e for e in run(w) if isinstance(e, TokenEvent)]
+    assert [len(e.logprobs) for e in events] == [1, 1, 1]
+    b, d, eos = (e.logprobs[0] for e in events)
+    # "b" follows "a": the fake model's favourite; "d" follows "b": its third choice.
+    assert (b.token, b.bytes) == ("b", (ord("b"),))
+    assert b.logprob == pytest.approx(expected_logprob(ord("a"), ord("b")))
+    assert [t.token for t in b.top] == ["b", "c"]
+    assert d.logprob == pytest.approx(expected_logprob(ord("b"), ord("d")))
+    assert [t.token for t in d.top] == ["c", "d"]
+    # The EOS token has no piece: its text stands in.
+    assert (eos.token, eos.bytes) == ("</s>", tuple(b"</s>"))
+
+
+def test_logprobs_none_means_no_logprobs(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = [*toks("bd"), EOS]
+    w = make_worker()
+    w.submit(request("r", "a"))
+    assert all(not e.logprobs for e in run(w) if isinstance(e, TokenEvent))
+
+
+def test_a_held_back_token_still_reports_its_logprob(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = [*toks("a<b"), EOS]
+    w = make_worker()
+    w.submit(request("r", "p", logprobs=0, stop=("<end>",)))
+    events = [e for e in run(w) if isinstance(e, TokenEvent)]
+    assert [(e.text, [lp.token for lp in e.logprobs]) for e in events] == [
+        ("a", ["a"]),
+        ("", ["<"]),
+        ("<b", ["b"]),
+        ("", ["</s>"]),
+    ]
+
+
+@pytest.mark.parametrize("n_batch", [64, 2, 1])
+def test_echo_with_prompt_logprobs(scripts: dict[int, list[int]], n_batch: int) -> None:
+    scripts[0] = [*toks("d"), EOS]
+    w = make_worker(FakeRunner(n_batch=n_batch))
+    w.submit(request("r", "abc", echo=True, logprobs=2))
+    events = run(w)
+    acc = events[0]
+    assert isinstance(acc, Accepted) and acc.prompt_text == "abc" and acc.prompt_tokens == 4
+    (plp,) = [e for e in events if isinstance(e, PromptLogprobs)]
+    assert [lp.token for lp in plp.logprobs] == ["<s>", "a", "b", "c"]
+    assert plp.logprobs[0].logprob is None and plp.logprobs[0].top == ()
+    for prev, lp in zip([BOS, *toks("ab")], plp.logprobs[1:], strict=True):
+        assert lp.logprob == pytest.approx(expected_logprob(prev, ord(lp.token)))
+        assert len(lp.top) == 2
+    # Prompt logprobs come before the generated tokens.
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("PromptLogprobs") < kinds.index("TokenEvent")
+    assert text(events, "r") == "d"
+
+
+def test_echo_without_logprobs_has_text_only(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = [EOS]
+    w = make_worker()
+    w.submit(request("r", "héllo", echo=True))
+    events = run(w)
+    assert events[0] == Accepted("r", 7, prompt_text="héllo")
+    assert not any(isinstance(e, PromptLogprobs) for e in events)
+    # Without logprobs the prompt can reuse the cache (no per-position logits needed).
+    assert w.sched.slots[0].cached[:7] == [BOS, *"héllo".encode()]
+
+
+def test_echo_only_scoring_with_max_tokens_zero(scripts: dict[int, list[int]]) -> None:
+    w = make_worker()
+    w.submit(request("r", "abc", echo=True, logprobs=1, max_tokens=0))
+    events = run(w)
+    assert isinstance(events[0], Accepted)
+    assert isinstance(events[1], PromptLogprobs) and len(events[1].logprobs) == 4
+    assert events[2] == TokenEvent("r", "", 0, (), FinishReason.LENGTH)
+    assert len(events) == 3
+    assert not ScriptedSampler.made[0].calls  # nothing was sampled
+
+
+def test_prompt_logprobs_survive_preemption(scripts: dict[int, list[int]]) -> None:
+    """BUG: a prompt-logits sequence preempted mid-prompt reports wrong prompt logprobs.
+
+    Worker._prompt_logprobs accumulates `pending_logprobs` chunk by chunk. When the
+    scheduler preempts the sequence before its prompt is done, the partial list is kept;
+    the recompute starts again at position 0 and appends the same entries a second time,
+    and PromptLogprobs is sent as soon as the list is n_prompt long: its first tokens
+    are duplicated and its last ones missing.
+    """
+    scripts[0] = toks("z" * 40)
+    runner = FakeRunner(n_ctx=16, kv_size=16, n_batch=2)
+    w = make_worker(runner, parallel=2)
+    w.submit(request("old", "abc", seed=0, max_tokens=12))
+    w.step()
+    w.step()  # "old" decodes from now on, one cell per step
+    prompt = "ABCDEFG"
+    w.submit(request("echo", prompt, seed=1, echo=True, logprobs=1, max_tokens=1))
+    events = run(w, max_steps=200)
+    starts = [start for d in runner.decoded for rid, start, _ in d if rid == "echo"]
+    assert starts.count(0) == 2, "the scenario no longer preempts 'echo' mid-prompt"
+    (plp,) = [e for e in events if isinstance(e, PromptLogprobs)]
+    assert [lp.token for lp in plp.logprobs] == ["<s>", *prompt]
+
+
+# -- seeds -----------------------------------------------------------------------------
+def test_request_seed_is_passed_to_the_sampler(scripts: dict[int, list[int]]) -> None:
+    w = make_worker(seed=123)
+    w.submit(request("r", "a", seed=77, max_tokens=1))
+    assert ScriptedSampler.made[0].seed == 77
+
+
+def test_worker_seed_makes_unseeded_requests_reproducible(
+    scripts: dict[int, list[int]],
+) -> None:
+    def seeds(worker_seed: int) -> list[int]:
+        ScriptedSampler.made.clear()
+        w = make_worker(seed=worker_seed)
+        for i in range(3):
+            w.submit(GenerateRequest(f"r{i}", "a", max_tokens=1))
+        return [s.seed for s in ScriptedSampler.made]
+
+    a = seeds(5)
+    assert seeds(5) == a
+    assert len(set(a)) == 3
+    assert seeds(6) != a
+    assert all(0 <= s < 2**32 for s in seeds(-1))
+
+
+# -- embeddings ------------------------------------------------------------------------
+def test_embed(scripts: dict[int, list[int]]) -> None:
+    w = make_worker()
+    w.embed(EmbedRequest("e", ("hi", (5, 6, 7))))
+    (ev,) = w.drain_events()
+    assert ev == EmbedResult("e", ((3.0, 1.0), (3.0, 1.0)), 6)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kind", "fragment"),
+    [
+        (("ok", ()), ErrorKind.INVALID, "input 1 is empty"),
+        (("x" * 8,), ErrorKind.CONTEXT_LENGTH, "9 tokens"),
+        (((1, 300),), ErrorKind.INVALID, "outside the vocabulary"),
+        (((-4,),), ErrorKind.INVALID, "outside the vocabulary"),
+    ],
+)
+def test_embed_errors(
+    scripts: dict[int, list[int]],
+    inputs: tuple[str | tuple[int, ...], ...],
+    kind: ErrorKind,
+    fragment: str,
+) -> None:
+    w = make_worker()
+    w.embed(EmbedRequest("e", inputs))
+    (ev,) = w.drain_events()
+    assert isinstance(ev, ErrorEvent)
+    assert (ev.kind, ev.param) == (kind, "input")
+    assert fragment in ev.message
+
+
+# -- messages --------------------------------------------------------------------------
+def test_handle_dispatches_messages(scripts: dict[int, list[int]]) -> None:
+    w = make_worker()
+    assert _handle(w, ("submit", request("r", "a")))
+    assert "r" in w.active
+    assert _handle(w, ("abort", "r"))
+    assert "r" not in w.active
+    assert _handle(w, ("embed", EmbedRequest("e", ("a",))))
+    assert isinstance(w.drain_events()[-1], EmbedResult)
+    assert _handle(w, ("unknown", None))
+    assert not _handle(w, ("stop", None))
