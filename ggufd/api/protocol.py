@@ -153,15 +153,19 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
 
-    @model_validator(mode="after")
-    def _unsupported(self) -> ChatCompletionRequest:
-        if self.response_format is not None and self.response_format.type != "text":
-            raise ValueError(
-                f"response_format {self.response_format.type!r} is not supported yet; use 'text'"
-            )
-        if self.tool_choice not in (None, "auto", "none"):
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, v: ResponseFormat | None) -> ResponseFormat | None:
+        if v is not None and v.type != "text":
+            raise ValueError(f"response_format {v.type!r} is not supported yet; use 'text'")
+        return v
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if v not in (None, "auto", "none"):
             raise ValueError("only tool_choice 'auto' and 'none' are supported yet")
-        return self
+        return v
 
     def to_generate(self, request_id: str, prompt: str, index: int) -> GenerateRequest:
         limit = self.max_completion_tokens or self.max_tokens
@@ -236,13 +240,19 @@ class EmbeddingRequest(WireModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> EmbeddingRequest:
-        if isinstance(self.input, list) and not self.input:
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
             raise ValueError("input must not be an empty list")
-        if self.dimensions is not None:
+        return v
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimensions(cls, v: int | None) -> int | None:
+        if v is not None:
             raise ValueError("dimensions is not supported: this model's size is fixed")
-        return self
+        return v
 
     def inputs(self) -> tuple[str | tuple[int, ...], ...]:
         v = self.input

@@ -284,15 +284,31 @@ class ChatTemplate:
         tools: list[dict[str, Any]] | None = None,
         **extra: Any,
     ) -> str:
-        """Render ``messages`` (normalized first, see :func:`normalize_messages`) to text."""
+        """Render ``messages`` (normalized first, see :func:`normalize_messages`) to text.
+
+        A template that cannot take null content (an assistant turn that only carries
+        tool calls) is rendered again with that content as an empty string.
+        """
+        normalized = normalize_messages(messages)
         variables = {
             **extra,
-            "messages": normalize_messages(messages),
+            "messages": normalized,
             "bos_token": bos_token,
             "eos_token": eos_token,
             "add_generation_prompt": add_generation_prompt,
             "tools": tools,
         }
+        try:
+            return self._render(variables)
+        except ChatTemplateError:
+            if all(m.get("content") is not None for m in normalized):
+                raise
+        variables["messages"] = [
+            m | {"content": ""} if m.get("content") is None else m for m in normalized
+        ]
+        return self._render(variables)
+
+    def _render(self, variables: dict[str, Any]) -> str:
         text: str = _guarded(
             lambda: _limited(self._compiled.generate(variables), self.max_output_chars),
             f"{self.name!r} rendering",

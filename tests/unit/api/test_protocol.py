@@ -284,14 +284,22 @@ def test_to_template_keeps_tool_calls_and_drops_unset_fields() -> None:
         (chat(max_completion_tokens=0), ("max_completion_tokens",), "greater than or equal"),
         (chat(top_logprobs=21), ("top_logprobs",), "less than or equal to 20"),
         (chat(top_logprobs=-1), ("top_logprobs",), "greater than or equal to 0"),
-        (chat(response_format={"type": "json_object"}), (), "'json_object' is not supported"),
+        (
+            chat(response_format={"type": "json_object"}),
+            ("response_format",),
+            "'json_object' is not supported",
+        ),
         (
             chat(response_format={"type": "json_schema", "json_schema": {}}),
-            (),
+            ("response_format",),
             "'json_schema' is not supported",
         ),
-        (chat(tool_choice="required"), (), "tool_choice"),
-        (chat(tool_choice={"type": "function", "function": {"name": "f"}}), (), "tool_choice"),
+        (chat(tool_choice="required"), ("tool_choice",), "tool_choice"),
+        (
+            chat(tool_choice={"type": "function", "function": {"name": "f"}}),
+            ("tool_choice",),
+            "tool_choice",
+        ),
     ],
 )
 def test_chat_request_rules(body: dict[str, Any], loc: tuple[Any, ...], fragment: str) -> None:
