@@ -102,7 +102,7 @@ async def chat_completions(
     tools = body.tools if body.tool_choice != "none" else None
     prompt = service.render(messages, tools)
     rid = service.engine.new_id("chatcmpl")
-    reqs = [body.to_generate(f"{rid}-{i}", prompt, i) for i in range(body.n)]
+    reqs = [body.to_generate(f"{rid}-{i}", prompt, i, service.template.stop) for i in range(body.n)]
     streams, choices = await _open(service, reqs)
     meta = R.Meta.new(rid, service.resolve(body.model))
     if body.stream:

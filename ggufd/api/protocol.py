@@ -167,14 +167,16 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("only tool_choice 'auto' and 'none' are supported yet")
         return v
 
-    def to_generate(self, request_id: str, prompt: str, index: int) -> GenerateRequest:
+    def to_generate(
+        self, request_id: str, prompt: str, index: int, template_stop: tuple[str, ...] = ()
+    ) -> GenerateRequest:
         limit = self.max_completion_tokens or self.max_tokens
         return GenerateRequest(
             id=request_id,
             prompt=prompt,
             sampling=self.to_sampling(index),
             max_tokens=limit,
-            stop=self.stop_list(),
+            stop=self.stop_list() + tuple(s for s in template_stop if s not in self.stop_list()),
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             add_special=True,
             parse_special=True,

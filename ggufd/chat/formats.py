@@ -150,6 +150,18 @@ FORMATS: dict[str, str] = {
 }
 
 #: Alternative name -> canonical name in :data:`FORMATS`.
+# Text that ends an assistant turn in each format. A model whose vocabulary has these
+# as special end-of-generation tokens stops by itself; one that does not (a base model
+# given a fallback format) would write them out, so they are also stop strings.
+STOPS: dict[str, tuple[str, ...]] = {
+    "chatml": ("<|im_end|>", "<|im_start|>"),
+    "llama-2": ("</s>", "[INST]"),
+    "llama-3": ("<|eot_id|>", "<|start_header_id|>"),
+    "mistral-instruct": ("</s>", "[INST]"),
+    "gemma": ("<end_of_turn>", "<start_of_turn>"),
+    "phi-3": ("<|end|>", "<|user|>", "<|endoftext|>"),
+}
+
 ALIASES: dict[str, str] = {
     "llama2": "llama-2",
     "llama3": "llama-3",

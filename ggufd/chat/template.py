@@ -268,6 +268,8 @@ class ChatTemplate:
     source: str
     name: str
     max_output_chars: int = MAX_OUTPUT_CHARS
+    # Stop strings that end an assistant turn in this format (built-in formats only).
+    stop: tuple[str, ...] = ()
     _compiled: jinja2.Template = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -317,7 +319,9 @@ class ChatTemplate:
 
 
 def _builtin(canonical: str) -> ChatTemplate:
-    return ChatTemplate(source=formats.FORMATS[canonical], name=canonical)
+    return ChatTemplate(
+        source=formats.FORMATS[canonical], name=canonical, stop=formats.STOPS.get(canonical, ())
+    )
 
 
 def resolve_template(chat_format: str | None, gguf_template: str | None) -> ChatTemplate:
