@@ -29,6 +29,8 @@ def worker_config(settings: ServerSettings, model_path: str) -> WorkerConfig:
         parallel=settings.parallel,
         seed=settings.seed,
         verbose=settings.verbose,
+        flash_attn=settings.flash_attn,
+        prompt_cache=settings.prompt_cache,
     )
 
 

@@ -102,6 +102,16 @@ class ServerSettings(BaseSettings):
     )
     verbose: Bool = Field(default=True, description="Log llama.cpp and request details.")
     seed: int = Field(default=-1, description="Random seed for sampling; -1 = random.")
+    flash_attn: Bool = Field(
+        default=False,
+        description="Use llama.cpp's flash attention (off: its CPU path miscomputes once "
+        "sequences wrap around the shared KV cache).",
+    )
+    prompt_cache: Bool = Field(
+        default=False,
+        description="Reuse cached prompt prefixes across requests (experimental: "
+        "after KV cache wrap-around, replies may differ slightly from a cold run).",
+    )
     embedding: Bool = Field(
         default=True,
         description="Serve /v1/embeddings (accepted for llama_cpp.server compatibility).",

@@ -127,6 +127,11 @@ class Runner:
         p.kv_unified = True
         p.embeddings = embeddings
         p.no_perf = True
+        # Flash attention stays off unless asked for: llama.cpp's CPU flash-attention path
+        # gives wrong logits (off by >1.0) once a sequence's cells wrap around the unified
+        # KV cache out of position order, which continuous batching does all the time.
+        fa_on = int(lc.LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        p.flash_attn_type = fa_on if self.cfg.flash_attn else int(lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         if embeddings:
             p.pooling_type = self._pooling_type()
         ctx = lc.llama_init_from_model(self.model, p)

@@ -89,8 +89,9 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Scheduler:
-    def __init__(self, n_slots: int, kv_size: int, n_batch: int) -> None:
+    def __init__(self, n_slots: int, kv_size: int, n_batch: int, reuse: bool = True) -> None:
         self.kv_size = kv_size
+        self.reuse = reuse  # place requests on slots whose cache shares their prefix
         self.n_batch = n_batch
         self.slots = [Slot(i) for i in range(n_slots)]
         self.waiting: deque[Sequence] = deque()
@@ -221,7 +222,9 @@ class Scheduler:
             if not free:
                 return
             slot = self._best_slot(seq, free)
-            reuse = 0 if seq.prompt_logits else common_prefix(slot.cached, seq.tokens)
+            reuse = 0
+            if self.reuse and not seq.prompt_logits:
+                reuse = common_prefix(slot.cached, seq.tokens)
             reuse = min(reuse, len(seq.tokens) - 1)  # compute at least one token
             need = len(seq.tokens) - reuse + n_decoding + 1 + admitted
             # Free cells held by other idle slots until the whole prompt fits.

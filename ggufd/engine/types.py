@@ -162,3 +162,8 @@ class WorkerConfig:
     seed: int = -1
     verbose: bool = False
     embeddings: bool = True
+    flash_attn: bool = False
+    # Reuse cached prompt prefixes across requests. Off by default: after a sequence's
+    # cells wrap around the unified KV cache, llama.cpp computes tokens decoded after a
+    # reused prefix differently from a fresh computation (see tests/api/test_determinism).
+    prompt_cache: bool = False

@@ -55,7 +55,7 @@ class Active:
 class Worker:
     def __init__(self, runner: Runner, cfg: WorkerConfig) -> None:
         self.runner = runner
-        self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch)
+        self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch, cfg.prompt_cache)
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
         self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None

@@ -57,9 +57,10 @@ def start_server(args: list[str], wait: bool = True) -> Iterator[RunningServer]:
     port = free_port()
     cmd = [sys.executable, "-m", "ggufd", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--verbose", "False", "--n_threads", "2", *args]
-    log = tempfile.NamedTemporaryFile(prefix="ggufd-test-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    srv = RunningServer(proc, port, log.name)
+    fd, log_path = tempfile.mkstemp(prefix="ggufd-test-", suffix=".log")
+    with open(fd, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    srv = RunningServer(proc, port, log_path)
     try:
         if wait:
             wait_healthy(srv)

@@ -132,9 +132,11 @@ def scripts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, list[int]]]:
     yield table
 
 
-def make_worker(runner: FakeRunner | None = None, parallel: int = 4, seed: int = -1) -> Worker:
+def make_worker(
+    runner: FakeRunner | None = None, parallel: int = 4, seed: int = -1, cache: bool = True
+) -> Worker:
     runner = runner or FakeRunner()
-    cfg = WorkerConfig(model_path="fake.gguf", parallel=parallel, seed=seed)
+    cfg = WorkerConfig(model_path="fake.gguf", parallel=parallel, seed=seed, prompt_cache=cache)
     return Worker(runner, cfg)  # type: ignore[arg-type]
 
 
@@ -610,3 +612,11 @@ def test_handle_dispatches_messages(scripts: dict[int, list[int]]) -> None:
     assert isinstance(w.drain_events()[-1], EmbedResult)
     assert _handle(w, ("unknown", None))
     assert not _handle(w, ("stop", None))
+
+
+def test_prompt_cache_off_recomputes_every_prompt(scripts: dict[int, list[int]]) -> None:
+    scripts.update({1: [*toks("A"), EOS], 2: [*toks("B"), EOS]})
+    w = make_worker(FakeRunner(), parallel=2, cache=False)
+    for rid, seed in (("one", 1), ("two", 2)):
+        w.submit(request(rid, "a long shared prompt", seed=seed))
+        assert last(run(w), rid).cached_tokens == 0
