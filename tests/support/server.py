@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+
+from ggufd.bench.peers import free_port, stop_process
 
 
 @dataclass
@@ -32,12 +33,6 @@ class RunningServer:
     @property
     def v1(self) -> str:
         return f"{self.base_url}/v1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_healthy(srv: RunningServer, timeout: float = 120.0) -> None:
@@ -66,9 +61,4 @@ def start_server(args: list[str], wait: bool = True) -> Iterator[RunningServer]:
             wait_healthy(srv)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
