@@ -33,6 +33,9 @@ from ggufd.engine.types import (
     WorkerConfig,
 )
 
+# Steps in a row with requests pending but nothing to decode before they are failed.
+STALL_LIMIT = 1000
+
 
 class RequestError(Exception):
     def __init__(self, kind: ErrorKind, message: str, param: str | None = None) -> None:
@@ -59,6 +62,7 @@ class Worker:
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
         self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None
+        self._stalled = 0  # consecutive steps that had work but decoded nothing
 
     # -- requests ----------------------------------------------------------------
     def submit(self, req: GenerateRequest) -> None:
@@ -158,7 +162,11 @@ class Worker:
         for c in plan.clears:
             self.runner.clear(c.slot, c.start)
         if not plan.items:
+            self._stalled += 1
+            if self._stalled >= STALL_LIMIT:
+                self._fail_stalled()
             return
+        self._stalled = 0
         try:
             starts = self.runner.decode(plan.items)
         except DecodeError as e:
@@ -173,6 +181,14 @@ class Worker:
                 self._prompt_logprobs(act, item, start)
             if item.sample:
                 self._sample(act, start + len(item.tokens) - 1)
+
+    def _fail_stalled(self) -> None:
+        """Never hang: if the scheduler cannot make progress, every request gets an error."""
+        self._stalled = 0
+        for rid in list(self.active):
+            self.abort(rid)
+            msg = "the engine could not schedule this request (no progress); please retry"
+            self.events.append(ErrorEvent(rid, ErrorKind.INTERNAL, msg))
 
     def _fail_batch(self, items: list[BatchItem], err: DecodeError) -> None:
         for item in items:

@@ -620,3 +620,22 @@ def test_prompt_cache_off_recomputes_every_prompt(scripts: dict[int, list[int]])
     for rid, seed in (("one", 1), ("two", 2)):
         w.submit(request(rid, "a long shared prompt", seed=seed))
         assert last(run(w), rid).cached_tokens == 0
+
+
+def test_a_scheduler_that_makes_no_progress_fails_requests_instead_of_hanging(
+    scripts: dict[int, list[int]],
+) -> None:
+    from ggufd.engine.scheduler import StepPlan
+    from ggufd.engine.worker import STALL_LIMIT
+
+    w = make_worker(FakeRunner())
+    w.submit(request("stuck", "hello", seed=1))
+    w.drain_events()
+    w.sched.schedule = StepPlan  # type: ignore[method-assign]  # always an empty plan
+    for _ in range(STALL_LIMIT - 1):
+        w.step()
+    assert w.drain_events() == [] and "stuck" in w.active
+    w.step()
+    (ev,) = w.drain_events()
+    assert isinstance(ev, ErrorEvent) and ev.request_id == "stuck"
+    assert ev.kind is ErrorKind.INTERNAL and not w.active
