@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggufd.api.errors import APIError, unavailable
-from ggufd.chat.template import ChatTemplate, resolve_template
+from ggufd.chat.template import ChatTemplate, ChatTemplateError, resolve_template
 from ggufd.engine.client import EngineClient, EngineError, EngineState
 
 
@@ -54,8 +54,6 @@ class ModelService:
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
         info = self.engine.info
         assert info is not None
-        from ggufd.chat.template import ChatTemplateError
-
         try:
             return self.template.render(
                 messages,
