@@ -171,12 +171,13 @@ class ChatCompletionRequest(SamplingFields):
         self, request_id: str, prompt: str, index: int, template_stop: tuple[str, ...] = ()
     ) -> GenerateRequest:
         limit = self.max_completion_tokens or self.max_tokens
+        stop = self.stop_list()
         return GenerateRequest(
             id=request_id,
             prompt=prompt,
             sampling=self.to_sampling(index),
             max_tokens=limit,
-            stop=self.stop_list() + tuple(s for s in template_stop if s not in self.stop_list()),
+            stop=stop + tuple(s for s in template_stop if s not in stop),
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             add_special=True,
             parse_special=True,

@@ -149,7 +149,6 @@ FORMATS: dict[str, str] = {
     "phi-3": _PHI_3,
 }
 
-#: Alternative name -> canonical name in :data:`FORMATS`.
 # Text that ends an assistant turn in each format. A model whose vocabulary has these
 # as special end-of-generation tokens stops by itself; one that does not (a base model
 # given a fallback format) would write them out, so they are also stop strings.
@@ -162,6 +161,7 @@ STOPS: dict[str, tuple[str, ...]] = {
     "phi-3": ("<|end|>", "<|user|>", "<|endoftext|>"),
 }
 
+#: Alternative name -> canonical name in :data:`FORMATS`.
 ALIASES: dict[str, str] = {
     "llama2": "llama-2",
     "llama3": "llama-3",

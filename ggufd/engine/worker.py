@@ -185,18 +185,20 @@ class Worker:
     def _fail_stalled(self) -> None:
         """Never hang: if the scheduler cannot make progress, every request gets an error."""
         self._stalled = 0
+        msg = "the engine could not schedule this request (no progress); please retry"
         for rid in list(self.active):
-            self.abort(rid)
-            msg = "the engine could not schedule this request (no progress); please retry"
-            self.events.append(ErrorEvent(rid, ErrorKind.INTERNAL, msg))
+            self._fail(rid, msg)
+
+    def _fail(self, request_id: str, message: str) -> None:
+        """End an active request with an INTERNAL error event."""
+        self.abort(request_id)
+        self.events.append(ErrorEvent(request_id, ErrorKind.INTERNAL, message))
 
     def _fail_batch(self, items: list[BatchItem], err: DecodeError) -> None:
         for item in items:
             rid = item.seq.request_id
             if rid in self.active:
-                self.abort(rid)
-                msg = f"the engine could not decode this request ({err})"
-                self.events.append(ErrorEvent(rid, ErrorKind.INTERNAL, msg))
+                self._fail(rid, f"the engine could not decode this request ({err})")
 
     def _sample(self, act: Active, batch_index: int) -> None:
         r, seq = self.runner, act.seq
