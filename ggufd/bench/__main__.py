@@ -22,7 +22,6 @@ from ggufd.bench.peers import start_ggufd
 from ggufd.settings import default_model_path, physical_cores
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
-CHAT_PROMPT_TMPL = "<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         "loop": {},
         "ggufd": {},
     }
-    chat_prompt = CHAT_PROMPT_TMPL.format(p=PROMPT)
-    run_loop(model, chat_prompt, 1, 8, a.threads, a.temperature)  # warm-up (page in weights)
+    run_loop(model, PROMPT, 1, 8, a.threads, a.temperature)  # warm-up (page in weights)
     for n in levels:
-        r = run_loop(model, chat_prompt, n, a.max_tokens, a.threads, a.temperature)
+        r = run_loop(model, PROMPT, n, a.max_tokens, a.threads, a.temperature)
         figures["loop"][n] = {"tok_s": r.tok_s, "tokens": r.tokens, "seconds": r.seconds}
     parallel = max(levels)
     with start_ggufd(model, a.threads, parallel) as base_url:

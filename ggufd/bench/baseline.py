@@ -1,17 +1,20 @@
 """The ceiling: a plain batched decode loop on llama.cpp's low-level API, no server.
 
-N sequences share one prompt; their prompts are decoded in one batch, then every step
-decodes the next token of all N together and samples each with the same sampler chain
-ggufd uses. Figures: generated tokens per second over the whole run (prompt included).
+N sequences share one prompt (one user message, rendered with the chat template ggufd
+would use); their prompts are decoded in one batch, then every step decodes the next
+token of all N together and samples each with the same sampler chain ggufd uses.
+Figures: generated tokens per second over the whole run (prompt included).
 """
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
 
 import llama_cpp as lc
 
+from ggufd.chat.template import resolve_template
 from ggufd.engine.sampling import Sampler
 from ggufd.engine.types import SamplingParams
 
@@ -29,7 +32,8 @@ class LoopResult:
 
 def _context(model: object, n_ctx: int, n_seq: int, threads: int) -> object:
     p = lc.llama_context_default_params()
-    p.n_ctx, p.n_batch, p.n_ubatch = n_ctx, 512, 512
+    # All N prompts go in one llama_decode; llama.cpp splits it into 512-token ubatches.
+    p.n_ctx, p.n_batch, p.n_ubatch = n_ctx, n_ctx, 512
     p.n_seq_max, p.kv_unified = n_seq, True
     p.n_threads = p.n_threads_batch = threads
     p.no_perf = True
@@ -48,11 +52,28 @@ def _fill(batch: object, toks: list[int], pos0: int, seq: int, start: int, last:
     return start + len(toks)
 
 
+def _token_text(vocab: object, token: int) -> str:
+    buf = ctypes.create_string_buffer(64)
+    n = lc.llama_token_to_piece(vocab, token, buf, 64, 0, True)
+    return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+
+def chat_prompt(model: object, vocab: object, user_text: str) -> str:
+    """The prompt ggufd renders for one user message: the GGUF's template, else chatml."""
+    raw = lc.llama_model_chat_template(model, None)
+    template = resolve_template(None, raw.decode() if raw else None)
+    return template.render(
+        [{"role": "user", "content": user_text}],
+        bos_token=_token_text(vocab, lc.llama_vocab_bos(vocab)),
+        eos_token=_token_text(vocab, lc.llama_vocab_eos(vocab)),
+    )
+
+
 _QUIET = lc.llama_log_callback(lambda *_: None)  # module-level: C keeps the pointer
 
 
 def run_loop(
-    model_path: str, prompt: str, streams: int, max_tokens: int, threads: int, temp: float
+    model_path: str, user_text: str, streams: int, max_tokens: int, threads: int, temp: float
 ) -> LoopResult:
     lc.llama_log_set(_QUIET, None)
     lc.llama_backend_init()
@@ -61,7 +82,7 @@ def run_loop(
     model = lc.llama_model_load_from_file(model_path.encode(), mp)
     vocab = lc.llama_model_get_vocab(model)
     n_vocab = lc.llama_vocab_n_tokens(vocab)
-    data = prompt.encode()
+    data = chat_prompt(model, vocab, user_text).encode()
     buf = (lc.llama_token * (len(data) + 8))()
     n = lc.llama_tokenize(vocab, data, len(data), buf, len(buf), True, True)
     toks = list(buf[:n])
