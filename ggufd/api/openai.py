@@ -84,7 +84,7 @@ async def _open(
 ) -> tuple[list[R.Stream], list[R.Choice]]:
     service.check_ready()
     try:
-        streams = [service.engine.submit(r) for r in reqs]
+        streams = service.engine.submit_group(reqs)
         choices = await R.open_streams(streams)
     except EngineError as e:
         raise engine_error(e) from e

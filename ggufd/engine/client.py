@@ -178,27 +178,25 @@ class EngineClient:
         if self.state is not EngineState.READY:
             raise EngineError(f"the model is not ready ({self.state.value})")
 
-    async def submit(self, req: GenerateRequest) -> AsyncIterator[Event]:
+    def submit(self, req: GenerateRequest) -> AsyncIterator[Event]:
         """Events of one request; closing the iterator early aborts the request."""
+        return self.submit_group([req])[0]
+
+    def submit_group(self, reqs: list[GenerateRequest]) -> list[AsyncIterator[Event]]:
+        """Submit requests in one message, so the worker admits them in the same step.
+
+        The `n` choices of one API request go together this way: their batch, and so
+        their numerics, do not depend on how the messages happened to arrive.
+        """
         self._check_ready()
-        q: asyncio.Queue[Event] = asyncio.Queue()
-        self._queues[req.id] = q
-        done = False
+        streams = [_EventStream(self, r.id) for r in reqs]
         try:
-            self._send(("submit", req))
-            while True:
-                ev = await q.get()
-                if isinstance(ev, ErrorEvent) or (
-                    isinstance(ev, TokenEvent) and ev.finish_reason is not None
-                ):
-                    done = True
-                yield ev
-                if done:
-                    return
-        finally:
-            self._queues.pop(req.id, None)
-            if not done:
-                self.abort(req.id)
+            self._send(("submit", tuple(reqs)))
+        except BaseException:
+            for s in streams:
+                s.release()
+            raise
+        return list(streams)
 
     def abort(self, request_id: str) -> None:
         with contextlib.suppress(EngineError, OSError, ValueError):
@@ -216,3 +214,36 @@ class EngineClient:
         if isinstance(ev, (EmbedResult, ErrorEvent)):
             return ev
         raise EngineError(f"unexpected event {type(ev).__name__}")
+
+
+class _EventStream:
+    """The events of one submitted request; closing it before the end aborts the request."""
+
+    def __init__(self, client: EngineClient, request_id: str) -> None:
+        self._client, self.request_id = client, request_id
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        client._queues[request_id] = self._queue
+        self._done = False
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        ev = await self._queue.get()
+        if isinstance(ev, ErrorEvent) or (
+            isinstance(ev, TokenEvent) and ev.finish_reason is not None
+        ):
+            self.release()
+        return ev
+
+    def release(self) -> None:
+        """Forget the request (it ended): no abort is sent."""
+        self._done = True
+        self._client._queues.pop(self.request_id, None)
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self.release()
+            self._client.abort(self.request_id)

@@ -1,7 +1,7 @@
 """The worker process of one model: receives requests over a pipe, runs the batching loop.
 
-Messages in (from EngineClient): ("submit", GenerateRequest), ("abort", request_id),
-("embed", EmbedRequest), ("stop", None). Messages out: ("ready", ModelInfo),
+Messages in (from EngineClient): ("submit", (GenerateRequest, ...)), admitted together;
+("abort", request_id), ("embed", EmbedRequest), ("stop", None). Messages out: ("ready", ModelInfo),
 ("failed", message), and ("events", [Event, ...]) once per loop iteration.
 """
 
@@ -280,7 +280,8 @@ class Worker:
 def _handle(worker: Worker, msg: tuple[str, Any]) -> bool:
     kind, payload = msg
     if kind == "submit":
-        worker.submit(payload)
+        for req in payload:
+            worker.submit(req)
     elif kind == "abort":
         worker.abort(payload)
     elif kind == "embed":

@@ -604,7 +604,7 @@ def test_embed_errors(
 # -- messages --------------------------------------------------------------------------
 def test_handle_dispatches_messages(scripts: dict[int, list[int]]) -> None:
     w = make_worker()
-    assert _handle(w, ("submit", request("r", "a")))
+    assert _handle(w, ("submit", (request("r", "a"),)))
     assert "r" in w.active
     assert _handle(w, ("abort", "r"))
     assert "r" not in w.active
