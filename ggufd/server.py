@@ -38,7 +38,13 @@ def build_service(settings: ServerSettings) -> ModelService:
     assert settings.model is not None
     engine = EngineClient(worker_config(settings, settings.model))
     model_id = ModelService.id_for(settings.model, settings.model_alias)
-    return ModelService(engine, model_id, chat_format=settings.chat_format)
+    return ModelService(
+        engine,
+        model_id,
+        chat_format=settings.chat_format,
+        tool_dialect=settings.tool_dialect,
+        split_reasoning=settings.reasoning_format == "deepseek",
+    )
 
 
 def _configure_logging(verbose: bool) -> None:

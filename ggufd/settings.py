@@ -11,7 +11,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError
@@ -99,6 +99,16 @@ class ServerSettings(BaseSettings):
     chat_format: str | None = Field(
         default=None,
         description="Chat template name (e.g. chatml); unset = the template in the GGUF file.",
+    )
+    tool_dialect: Literal["auto", "hermes", "llama3", "mistral", "functionary", "generic"] = Field(
+        default="auto",
+        description="How tool calls are written and parsed; auto = from the chat "
+        "template (hermes for templates without tool support).",
+    )
+    reasoning_format: Literal["deepseek", "none"] = Field(
+        default="deepseek",
+        description="deepseek = <think>...</think> goes to reasoning_content; "
+        "none = it stays inline in content.",
     )
     verbose: Bool = Field(default=True, description="Log llama.cpp and request details.")
     seed: int = Field(default=-1, description="Random seed for sampling; -1 = random.")

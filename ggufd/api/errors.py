@@ -93,6 +93,14 @@ def _validation_message(err: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+class ParamError(ValueError):
+    """Raised by a request model's cross-field validator: names the offending field."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
     errors = list(exc.errors())
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
@@ -102,6 +110,10 @@ async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResp
     if first.get("type") == "json_invalid":
         return APIError(400, message).response()
     param = _param(tuple(first.get("loc", ())))
+    ctx = first.get("ctx")
+    cause = ctx.get("error") if isinstance(ctx, dict) else None
+    if isinstance(cause, ParamError):  # a cross-field rule names its field itself
+        param, message = cause.param, str(cause)
     if param:
         message = f"{param}: {message}"
     return APIError(400, message, param=param).response()

@@ -17,6 +17,8 @@ from ggufd.api.errors import APIError, from_event
 from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ggufd.api.service import ModelService, engine_error
 from ggufd.api.sse import SSE_HEADERS, EventStreamResponse
+from ggufd.api.structured import chat_grammar
+from ggufd.chat.reasoning import prompt_opens_thinking
 from ggufd.engine.client import EngineError
 from ggufd.engine.types import EmbedRequest, ErrorEvent, GenerateRequest
 
@@ -99,17 +101,26 @@ async def chat_completions(
     service.check_ready()
     _check_n(service, body.n)
     messages = [m.to_template() for m in body.messages]
-    tools = body.tools if body.tool_choice != "none" else None
+    tools = [t.model_dump(exclude_none=True) for t in body.active_tools()] or None
     prompt = service.render(messages, tools)
+    dialect = service.dialect
+    grammar = chat_grammar(body, dialect.name)
+    spec = R.ReplySpec(
+        dialect=dialect if tools else None,
+        split_reasoning=service.split_reasoning,
+        starts_inside=service.split_reasoning and prompt_opens_thinking(prompt),
+        legacy_functions=body.legacy_functions,
+    )
     rid = service.engine.new_id("chatcmpl")
-    reqs = [body.to_generate(f"{rid}-{i}", prompt, i, service.template.stop) for i in range(body.n)]
+    stop = service.template.stop
+    reqs = [body.to_generate(f"{rid}-{i}", prompt, i, stop, grammar) for i in range(body.n)]
     streams, choices = await _open(service, reqs)
     meta = R.Meta.new(rid, service.resolve(body.model))
     if body.stream:
-        gen = R.chat_sse(meta, streams, choices, body.include_usage)
+        gen = R.chat_sse(meta, streams, choices, body.include_usage, spec)
         return EventStreamResponse(gen, headers=SSE_HEADERS)
     await _collect_or_abort(request, streams, choices)
-    return JSONResponse(R.chat_json(meta, choices, body.logprobs))
+    return JSONResponse(R.chat_json(meta, choices, body.logprobs, spec))
 
 
 @router.post("/v1/completions", tags=["completions"], response_model=None)

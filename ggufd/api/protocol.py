@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ggufd.api.errors import ParamError
 from ggufd.engine.types import GenerateRequest, SamplingParams
 
 MAX_STOP = 16
@@ -45,6 +46,8 @@ class SamplingFields(WireModel):
     stream_options: StreamOptions | None = None
     # llama-server's extension: keep generating past end-of-generation tokens.
     ignore_eos: bool = False
+    # llama_cpp.server's extension: a GBNF grammar (rule `root`) the output must match.
+    grammar: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -139,8 +142,57 @@ class ChatMessage(WireModel):
         return self.content
 
 
+class JSONSchemaFormat(WireModel):
+    name: str = "response"
+    description: str | None = None
+    # `schema` shadows a BaseModel attribute, hence the alias.
+    schema_: dict[str, Any] | bool = Field(default=True, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(WireModel):
-    type: str = "text"
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JSONSchemaFormat | None = None
+    # llama_cpp.server accepts the schema inline: {"type": "json_object", "schema": {...}}
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs a json_schema object")
+        return self
+
+    def schema(self) -> dict[str, Any] | bool | None:  # type: ignore[override]
+        """The JSON schema the reply must match; True for any JSON object; None for text."""
+        if self.type == "json_schema" and self.json_schema is not None:
+            return self.json_schema.schema_
+        if self.type == "json_object":
+            return self.schema_ if self.schema_ is not None else True
+        return None
+
+
+class FunctionDef(WireModel):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(WireModel):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+MAX_TOOLS = 512
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -149,26 +201,66 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    # A forced call (required / named) allows several calls only when this is true;
+    # llama-server does the same (tiny models otherwise repeat calls until max_tokens).
+    parallel_tool_calls: bool | None = None
+    # The legacy form of tools: `functions` and `function_call`.
+    functions: Annotated[list[FunctionDef], Field(max_length=MAX_TOOLS)] | None = None
+    function_call: Literal["auto", "none"] | NamedFunction | None = None
     response_format: ResponseFormat | None = None
 
-    @field_validator("response_format")
-    @classmethod
-    def _response_format(cls, v: ResponseFormat | None) -> ResponseFormat | None:
-        if v is not None and v.type != "text":
-            raise ValueError(f"response_format {v.type!r} is not supported yet; use 'text'")
-        return v
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        if self.functions is not None:
+            if self.tools is not None:
+                raise ParamError("functions", "give either tools or functions, not both")
+            self.tools = [Tool(function=f) for f in self.functions]
+            fc = self.function_call
+            self.tool_choice = NamedToolChoice(function=fc) if isinstance(fc, NamedFunction) else fc
+        elif self.function_call is not None:
+            raise ParamError("function_call", "function_call needs functions")
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ParamError("tools", "tool names must be unique")
+        choice = self.tool_choice
+        if choice not in (None, "auto", "none") and not self.tools:
+            raise ParamError("tool_choice", "tool_choice requires tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            msg = f"tool_choice names the function {choice.function.name!r}, which is not in tools"
+            raise ParamError("tool_choice", msg)
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text" and self.grammar is not None:
+            raise ParamError("grammar", "give either response_format or grammar, not both")
+        return self
 
-    @field_validator("tool_choice")
-    @classmethod
-    def _tool_choice(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        if v not in (None, "auto", "none"):
-            raise ValueError("only tool_choice 'auto' and 'none' are supported yet")
-        return v
+    @property
+    def legacy_functions(self) -> bool:
+        return self.functions is not None
+
+    def active_tools(self) -> list[Tool]:
+        """The tools the model is offered (none when tool_choice is "none")."""
+        if self.tool_choice == "none":
+            return []
+        return list(self.tools or ())
+
+    def forced_tools(self) -> list[Tool] | None:
+        """Tools one of which the reply must call (required or named); None: not forced."""
+        if self.tool_choice == "required":
+            return self.active_tools()
+        if isinstance(self.tool_choice, NamedToolChoice):
+            name = self.tool_choice.function.name
+            return [t for t in self.active_tools() if t.function.name == name]
+        return None
 
     def to_generate(
-        self, request_id: str, prompt: str, index: int, template_stop: tuple[str, ...] = ()
+        self,
+        request_id: str,
+        prompt: str,
+        index: int,
+        template_stop: tuple[str, ...] = (),
+        grammar: tuple[str, str] | None = None,
     ) -> GenerateRequest:
         limit = self.max_completion_tokens or self.max_tokens
         stop = self.stop_list()
@@ -183,6 +275,8 @@ class ChatCompletionRequest(SamplingFields):
             parse_special=True,
             ignore_eos=self.ignore_eos,
             chat=True,
+            grammar=grammar[0] if grammar else None,
+            grammar_param=grammar[1] if grammar else "grammar",
         )
 
 
@@ -234,6 +328,7 @@ class CompletionRequest(SamplingFields):
             add_special=True,
             parse_special=False,
             ignore_eos=self.ignore_eos,
+            grammar=self.grammar,
         )
 
 

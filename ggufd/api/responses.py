@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggufd.api.errors import APIError, from_event, sse_error
+from ggufd.chat.output import ContentPiece, Piece, ReasoningPiece, ReplyParser, parse_reply
 from ggufd.engine.types import (
     Accepted,
     EmbedResult,
@@ -26,6 +27,7 @@ from ggufd.engine.types import (
     TokenEvent,
     TokenLogprob,
 )
+from ggufd.tools.base import Dialect
 
 Stream = AsyncIterator[Event]
 
@@ -180,21 +182,46 @@ DONE = "data: [DONE]\n\n"
 
 
 # -- chat ------------------------------------------------------------------------------
-def chat_json(meta: Meta, choices: Sequence[Choice], want_logprobs: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReplySpec:
+    """How a chat reply's text is read: tool-call dialect, reasoning split, legacy form."""
+
+    dialect: Dialect | None = None  # None: no tools were offered, all text is content
+    split_reasoning: bool = True
+    starts_inside: bool = False  # the prompt opened a <think> block
+    legacy_functions: bool = False
+
+    def parser(self) -> ReplyParser:
+        return ReplyParser(self.dialect, self.split_reasoning, self.starts_inside)
+
+    def finish_reason(self, reason: str | None, saw_calls: bool) -> str | None:
+        if saw_calls and reason == "stop":
+            return "function_call" if self.legacy_functions else "tool_calls"
+        return reason
+
+
+def chat_json(
+    meta: Meta, choices: Sequence[Choice], want_logprobs: bool, spec: ReplySpec = ReplySpec()
+) -> dict[str, Any]:
+    out = []
+    for c in choices:
+        reply, saw_calls = parse_reply(
+            c.text, spec.dialect, spec.split_reasoning, spec.starts_inside
+        )
+        out.append(
+            {
+                "index": c.index,
+                "message": reply.message(spec.legacy_functions),
+                "logprobs": _chat_logprobs(c.logprobs) if want_logprobs else None,
+                "finish_reason": spec.finish_reason(c.finish_reason, saw_calls),
+            }
+        )
     return {
         "id": meta.id,
         "object": "chat.completion",
         "created": meta.created,
         "model": meta.model,
-        "choices": [
-            {
-                "index": c.index,
-                "message": {"role": "assistant", "content": c.text},
-                "logprobs": _chat_logprobs(c.logprobs) if want_logprobs else None,
-                "finish_reason": c.finish_reason,
-            }
-            for c in choices
-        ],
+        "choices": out,
         "usage": usage(choices, len(choices)),
     }
 
@@ -210,9 +237,30 @@ def _chat_chunk(meta: Meta, index: int, delta: dict[str, Any], **extra: Any) -> 
     }
 
 
+def _delta(piece: Piece, legacy: bool) -> dict[str, Any]:
+    if isinstance(piece, ReasoningPiece):
+        return {"reasoning_content": piece.text}
+    if isinstance(piece, ContentPiece):
+        return {"content": piece.text}
+    fn: dict[str, Any] = {"arguments": piece.arguments}
+    if piece.name is not None:
+        fn = {"name": piece.name} | fn
+    if legacy:
+        return {"function_call": fn} if piece.index == 0 else {}
+    call: dict[str, Any] = {"index": piece.index}
+    if piece.id is not None:
+        call |= {"id": piece.id, "type": "function"}
+    return {"tool_calls": [call | {"function": fn}]}
+
+
 async def chat_sse(
-    meta: Meta, streams: Sequence[Stream], choices: list[Choice], include_usage: bool
+    meta: Meta,
+    streams: Sequence[Stream],
+    choices: list[Choice],
+    include_usage: bool,
+    spec: ReplySpec = ReplySpec(),
 ) -> AsyncIterator[str]:
+    parsers = [spec.parser() for _ in choices]
     for c in choices:
         yield _sse(_chat_chunk(meta, c.index, {"role": "assistant", "content": ""}))
     try:
@@ -224,10 +272,17 @@ async def chat_sse(
                 continue
             choices[i].apply(ev)
             lp = _chat_logprobs(ev.logprobs) if ev.logprobs else None
-            if ev.text or lp:
-                yield _sse(_chat_chunk(meta, i, {"content": ev.text}, logprobs=lp))
+            pieces = parsers[i].feed(ev.text) if ev.text else []
             if ev.finish_reason is not None:
-                yield _sse(_chat_chunk(meta, i, {}, finish_reason=ev.finish_reason.value))
+                pieces += parsers[i].finish()
+            deltas = [d for d in (_delta(p, spec.legacy_functions) for p in pieces) if d]
+            if lp and not deltas:
+                deltas = [{"content": ""}]
+            for k, delta in enumerate(deltas):
+                yield _sse(_chat_chunk(meta, i, delta, logprobs=lp if k == 0 else None))
+            if ev.finish_reason is not None:
+                reason = spec.finish_reason(ev.finish_reason.value, parsers[i].saw_calls)
+                yield _sse(_chat_chunk(meta, i, {}, finish_reason=reason))
         else:
             if include_usage:
                 body = _chat_chunk(meta, 0, {})

@@ -14,7 +14,10 @@ from typing import Any
 
 from ggufd.api.errors import APIError, unavailable
 from ggufd.chat.template import ChatTemplate, ChatTemplateError, resolve_template
+from ggufd.chat.tool_prompt import template_reads_tools, with_generic_tools
 from ggufd.engine.client import EngineClient, EngineError, EngineState
+from ggufd.tools.base import Dialect
+from ggufd.tools.detect import detect_dialect, get_dialect
 
 
 @dataclass
@@ -23,6 +26,8 @@ class ModelService:
     model_id: str
     chat_format: str | None = None
     aliases: tuple[str, ...] = ()
+    tool_dialect: str = "auto"
+    split_reasoning: bool = True
     created: int = field(default_factory=lambda: int(time.time()))
     _template: ChatTemplate | None = None
 
@@ -51,9 +56,24 @@ class ModelService:
             )
         return self._template
 
+    @property
+    def template_has_tools(self) -> bool:
+        return template_reads_tools(self.template.source)
+
+    @property
+    def dialect(self) -> Dialect:
+        """How this model writes tool calls (see --tool_dialect)."""
+        if self.tool_dialect != "auto":
+            return get_dialect(self.tool_dialect)
+        if not self.template_has_tools:
+            return get_dialect("hermes")  # the generic system-prompt format asks for it
+        return detect_dialect(self.template.source)
+
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
         info = self.engine.info
         assert info is not None
+        if not self.template_has_tools and (tools or _has_tool_traffic(messages)):
+            messages, tools = with_generic_tools(messages, tools), None
         try:
             return self.template.render(
                 messages,
@@ -88,6 +108,10 @@ class ModelService:
         if self.aliases:
             card["aliases"] = list(self.aliases)
         return card
+
+
+def _has_tool_traffic(messages: list[dict[str, Any]]) -> bool:
+    return any(m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages)
 
 
 def engine_error(e: EngineError) -> APIError:

@@ -71,24 +71,87 @@ def _make_stage(stage: Stage, n_vocab: int) -> Any:
     return init(*stage.args)
 
 
-class Sampler:
-    """One sequence's sampler chain (it keeps the RNG and penalty state of that sequence)."""
+class GrammarError(ValueError):
+    """llama.cpp could not parse a GBNF grammar."""
 
-    def __init__(self, params: SamplingParams, seed: int, n_vocab: int) -> None:
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
+class Sampler:
+    """One sequence's sampler chain (it keeps the RNG and penalty state of that sequence).
+
+    With a grammar, sampling works as llama-server's does: the chain picks a token from
+    the raw logits; only if the grammar rejects it is the grammar applied to the whole
+    vocabulary and the chain run again on what is left (applying a grammar to every
+    token at every step costs more than the decode of a small model).
+    """
+
+    def __init__(
+        self,
+        params: SamplingParams,
+        seed: int,
+        n_vocab: int,
+        grammar: str | None = None,
+        vocab: Any = None,
+    ) -> None:
+        self.n_vocab = n_vocab
         self._chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         for stage in plan_chain(params, seed):
             lc.llama_sampler_chain_add(self._chain, _make_stage(stage, n_vocab))
+        self._grammar: Any = None
+        if grammar is not None:
+            g = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            if not g:
+                self.close()
+                raise GrammarError("the grammar could not be parsed (see the GBNF syntax)")
+            self._grammar = g
 
     def sample(self, ctx: Any, batch_index: int) -> int:
-        return int(lc.llama_sampler_sample(self._chain, ctx, batch_index))
+        if self._grammar is None:
+            return int(lc.llama_sampler_sample(self._chain, ctx, batch_index))
+        logits = logits_row(ctx, batch_index, self.n_vocab)
+        tok = self._pick(logits, with_grammar=False)
+        if not self._allowed(tok):
+            tok = self._pick(logits, with_grammar=True)
+            if not self._allowed(tok):  # (accepting it would abort the process)
+                raise GrammarError("the grammar allows no further token")
+        lc.llama_sampler_accept(self._grammar, tok)
+        lc.llama_sampler_accept(self._chain, tok)
+        return tok
+
+    def _pick(self, logits: npt.NDArray[np.float32], with_grammar: bool) -> int:
+        data = np.empty(logits.shape[0], dtype=_TOKEN_DATA)
+        data["id"] = np.arange(logits.shape[0], dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        arr = _token_array(data)
+        if with_grammar:
+            lc.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        lc.llama_sampler_apply(self._chain, ctypes.byref(arr))
+        return int(arr.data[arr.selected].id)  # (a stage may have moved the data)
+
+    def _allowed(self, tok: int) -> bool:
+        one = np.array([(tok, 1.0, 0.0)], dtype=_TOKEN_DATA)
+        arr = _token_array(one)
+        lc.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        return bool(np.isfinite(one["logit"][0]))
 
     def close(self) -> None:
         if self._chain is not None:
             lc.llama_sampler_free(self._chain)
             self._chain = None
+        if getattr(self, "_grammar", None) is not None:
+            lc.llama_sampler_free(self._grammar)
+            self._grammar = None
 
     def __del__(self) -> None:
         self.close()
+
+
+def _token_array(data: npt.NDArray[Any]) -> Any:
+    ptr = data.ctypes.data_as(ctypes.POINTER(lc.llama_token_data))
+    return lc.llama_token_data_array(data=ptr, size=data.shape[0], selected=-1, sorted=False)
 
 
 def logits_row(ctx: Any, batch_index: int, n_vocab: int) -> npt.NDArray[np.float32]:

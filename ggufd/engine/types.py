@@ -58,6 +58,10 @@ class GenerateRequest:
     parse_special: bool = True
     ignore_eos: bool = False
     chat: bool = False  # the prompt was rendered from chat messages (for error params)
+    # GBNF grammar (rule `root`) the output must match; `grammar_param` names the request
+    # field it came from, for errors.
+    grammar: str | None = None
+    grammar_param: str = "grammar"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.runner import DecodeError, LoadError, Runner
-from ggufd.engine.sampling import Sampler, log_softmax, top_logprobs
+from ggufd.engine.sampling import GrammarError, Sampler, log_softmax, top_logprobs
 from ggufd.engine.scheduler import BatchItem, Scheduler, Sequence
 from ggufd.engine.types import (
     Accepted,
@@ -120,9 +120,11 @@ class Worker:
         seq = Sequence(
             req.id, tokens, len(tokens), prompt_logits=req.echo and req.logprobs is not None
         )
-        return Active(
-            req, seq, Sampler(req.sampling, seed, r.n_vocab), Detokenizer(req.stop), max_len
-        )
+        try:
+            sampler = Sampler(req.sampling, seed, r.n_vocab, req.grammar, r.vocab)
+        except GrammarError as e:
+            raise RequestError(ErrorKind.INVALID, str(e), req.grammar_param) from e
+        return Active(req, seq, sampler, Detokenizer(req.stop), max_len)
 
     def abort(self, request_id: str) -> None:
         act = self.active.pop(request_id, None)
@@ -206,7 +208,12 @@ class Worker:
             self.events.append(TokenEvent(seq.request_id, "", 0, (), FinishReason.LENGTH))
             self.abort(seq.request_id)
             return
-        tok = act.sampler.sample(r.ctx, batch_index)
+        try:
+            tok = act.sampler.sample(r.ctx, batch_index)
+        except GrammarError as e:
+            self.abort(seq.request_id)
+            self.events.append(ErrorEvent(seq.request_id, ErrorKind.INVALID, str(e), "grammar"))
+            return
         act.n_generated += 1
         lp: tuple[TokenLogprob, ...] = ()
         if act.req.logprobs is not None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from ggufd.api.errors import ParamError
 from ggufd.api.protocol import (
     MAX_N,
     MAX_STOP,
@@ -284,28 +285,99 @@ def test_to_template_keeps_tool_calls_and_drops_unset_fields() -> None:
         (chat(max_completion_tokens=0), ("max_completion_tokens",), "greater than or equal"),
         (chat(top_logprobs=21), ("top_logprobs",), "less than or equal to 20"),
         (chat(top_logprobs=-1), ("top_logprobs",), "greater than or equal to 0"),
+        (chat(response_format={"type": "xml"}), ("response_format", "type"), "'json_schema'"),
         (
-            chat(response_format={"type": "json_object"}),
+            chat(response_format={"type": "json_schema"}),
             ("response_format",),
-            "'json_object' is not supported",
+            "needs a json_schema object",
         ),
-        (
-            chat(response_format={"type": "json_schema", "json_schema": {}}),
-            ("response_format",),
-            "'json_schema' is not supported",
-        ),
-        (chat(tool_choice="required"), ("tool_choice",), "tool_choice"),
-        (
-            chat(tool_choice={"type": "function", "function": {"name": "f"}}),
-            ("tool_choice",),
-            "tool_choice",
-        ),
+        (chat(tool_choice="sometimes"), ("tool_choice", "literal['auto','none','required']"), ""),
+        (chat(tools=[{"type": "function", "function": {"name": ""}}]), ("tools", 0), "at least 1"),
     ],
 )
 def test_chat_request_rules(body: dict[str, Any], loc: tuple[Any, ...], fragment: str) -> None:
     got_loc, msg = error_of(ChatCompletionRequest, body)
-    assert got_loc == loc
+    assert got_loc[: len(loc)] == loc or got_loc == loc
     assert fragment in msg
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+NAMED = {"type": "function", "function": {"name": "g"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        (chat(tool_choice="required"), "tool_choice", "requires tools"),
+        (chat(tool_choice=NAMED), "tool_choice", "requires tools"),
+        (chat(tools=[TOOL], tool_choice=NAMED), "tool_choice", "'g', which is not in tools"),
+        (chat(tools=[TOOL, TOOL]), "tools", "unique"),
+        (chat(tools=[TOOL], functions=[TOOL["function"]]), "functions", "not both"),
+        (chat(function_call="auto"), "function_call", "needs functions"),
+        (
+            chat(response_format={"type": "json_object"}, grammar="root ::= x"),
+            "grammar",
+            "not both",
+        ),
+    ],
+)
+def test_cross_field_rules_name_their_param(
+    body: dict[str, Any], param: str, fragment: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate(body)
+    cause = info.value.errors()[0]["ctx"]["error"]
+    assert isinstance(cause, ParamError)
+    assert cause.param == param
+    assert fragment in str(cause)
+
+
+def test_legacy_functions_become_tools() -> None:
+    req = ChatCompletionRequest.model_validate(
+        chat(functions=[TOOL["function"]], function_call={"name": "f"})
+    )
+    assert req.legacy_functions
+    assert [t.function.name for t in req.active_tools()] == ["f"]
+    assert [t.function.name for t in req.forced_tools() or []] == ["f"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "forced"),
+    [
+        (None, None),
+        ("auto", None),
+        ("none", None),
+        ("required", ["f", "h"]),
+        ({"type": "function", "function": {"name": "h"}}, ["h"]),
+    ],
+)
+def test_forced_tools(choice: Any, forced: list[str] | None) -> None:
+    tools = [TOOL, {"type": "function", "function": {"name": "h"}}]
+    req = ChatCompletionRequest.model_validate(chat(tools=tools, tool_choice=choice))
+    got = req.forced_tools()
+    assert (None if got is None else [t.function.name for t in got]) == forced
+    assert req.active_tools() == ([] if choice == "none" else req.tools)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "schema"),
+    [
+        ({"type": "text"}, None),
+        ({"type": "json_object"}, True),
+        ({"type": "json_object", "schema": {"type": "object"}}, {"type": "object"}),
+        (
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "array"}, "strict": True},
+            },
+            {"type": "array"},
+        ),
+    ],
+)
+def test_response_format_schema(fmt: dict[str, Any], schema: Any) -> None:
+    req = ChatCompletionRequest.model_validate(chat(response_format=fmt))
+    assert req.response_format is not None
+    assert req.response_format.schema() == schema
 
 
 @pytest.mark.parametrize(
@@ -316,6 +388,9 @@ def test_chat_request_rules(body: dict[str, Any], loc: tuple[Any, ...], fragment
         {"tool_choice": "auto"},
         {"tool_choice": "none"},
         {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"response_format": {"type": "json_object"}},
+        {"grammar": 'root ::= "yes" | "no"'},
+        {"tools": [TOOL], "tool_choice": "required", "parallel_tool_calls": False},
     ],
 )
 def test_supported_chat_options(extra: dict[str, Any]) -> None:

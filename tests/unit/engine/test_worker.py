@@ -45,6 +45,7 @@ class FakeRunner:
         self.n_batch = n_batch
         self.n_vocab = n_vocab
         self.ctx = object()
+        self.vocab = object()
         self.cells: dict[int, list[int]] = {}
         self.batch: list[int] = []  # token of each batch index of the last decode
         self.decoded: list[list[tuple[str, int, int]]] = []  # (request, start, n) per decode
@@ -102,8 +103,15 @@ class ScriptedSampler:
     scripts: ClassVar[dict[int, list[int]]] = {}
     made: ClassVar[list[ScriptedSampler]] = []
 
-    def __init__(self, params: SamplingParams, seed: int, n_vocab: int) -> None:
-        self.params, self.seed = params, seed
+    def __init__(
+        self,
+        params: SamplingParams,
+        seed: int,
+        n_vocab: int,
+        grammar: str | None = None,
+        vocab: Any = None,
+    ) -> None:
+        self.params, self.seed, self.grammar = params, seed, grammar
         self.script = list(self.scripts.get(seed, []))
         self.calls: list[int] = []
         self.closed = False

@@ -1,0 +1,50 @@
+"""The Llama 3.1 / 3.2 JSON dialect: ``{"name": ..., "parameters": {...}}``.
+
+The reply is one JSON call object, or several separated by ``;`` or newlines, optionally
+after ``<|python_tag|>`` (which may also follow some text). ``"arguments"`` is accepted for
+``"parameters"``; an object without either is not a call. Text after the calls is
+content. Llama 3.1's built-in tools written as Python (``brave_search.call(...)``) are not
+parsed: they stay content.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ggufd.tools.base import (
+    Dialect,
+    MatchResult,
+    ParsedCall,
+    call_from_obj,
+    call_json,
+    match_json_sequence,
+)
+
+__all__ = ["PYTHON_TAG", "Llama3Dialect"]
+
+PYTHON_TAG = "<|python_tag|>"
+_SEPARATORS = re.compile(r"[\s;]*")
+
+
+def _read(value: Any) -> tuple[ParsedCall, ...] | None:
+    call = call_from_obj(value, require_args=True)
+    return None if call is None else (call,)
+
+
+class Llama3Dialect(Dialect):
+    name = "llama3"
+
+    def start_markers(self) -> tuple[str, ...]:
+        return (PYTHON_TAG,)
+
+    def format_call(self, name: str, arguments_json: str) -> str:
+        return call_json(name, arguments_json, "parameters")
+
+    def match_leading(self, text: str, final: bool) -> MatchResult:
+        if not text.startswith("{"):
+            return None
+        return match_json_sequence(text, 0, final, _read, _SEPARATORS)
+
+    def match_marker(self, text: str, marker: str, final: bool) -> MatchResult:
+        return match_json_sequence(text, len(marker), final, _read, _SEPARATORS)
