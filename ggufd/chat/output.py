@@ -8,7 +8,6 @@ non-streamed one always agree.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,10 +124,3 @@ def parse_reply(
     for piece in [*parser.feed(text), *parser.finish()]:
         reply.add(piece)
     return reply, parser.saw_calls
-
-
-def arguments_text(arguments: Any) -> str:
-    """Tool-call arguments as the JSON text OpenAI clients expect."""
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False)
