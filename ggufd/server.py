@@ -7,6 +7,7 @@ be loaded at start-up (one clear line on stderr, no traceback).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import uvicorn
@@ -31,6 +32,7 @@ def worker_config(settings: ServerSettings, model_path: str) -> WorkerConfig:
         verbose=settings.verbose,
         flash_attn=settings.flash_attn,
         prompt_cache=settings.prompt_cache,
+        cache_dir=os.path.expanduser(settings.cache_dir) if settings.cache_dir else None,
     )
 
 

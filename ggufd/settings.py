@@ -118,9 +118,14 @@ class ServerSettings(BaseSettings):
         "sequences wrap around the shared KV cache).",
     )
     prompt_cache: Bool = Field(
-        default=False,
-        description="Reuse cached prompt prefixes across requests (experimental: "
-        "after KV cache wrap-around, replies may differ slightly from a cold run).",
+        default=True,
+        description="Reuse cached prompt prefixes across requests: a resent conversation "
+        "or a shared system prompt is not computed again.",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Folder for KV caches saved at shutdown and restored on demand, so "
+        "a conversation's cache survives a restart (keyed by model file and settings).",
     )
     embedding: Bool = Field(
         default=True,

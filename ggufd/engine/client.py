@@ -101,7 +101,7 @@ class EngineClient:
                 self._send(("stop", None))
         proc = self._proc
         if proc is not None:
-            await asyncio.to_thread(proc.join, 10)
+            await asyncio.to_thread(proc.join, 60)  # (it may be saving KV caches)
             if proc.is_alive():
                 proc.kill()
 

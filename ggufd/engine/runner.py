@@ -218,6 +218,33 @@ class Runner:
     def clear(self, slot: int, start: int) -> None:
         lc.llama_memory_seq_rm(self.mem, slot, start, -1)
 
+    def save_slot(self, slot: int, tokens: list[int], path: str) -> bool:
+        """Write slot `slot`'s KV state (holding `tokens`) to `path`."""
+        arr = (lc.llama_token * len(tokens))(*tokens)
+        return (
+            int(lc.llama_state_seq_save_file(self.ctx, path.encode(), slot, arr, len(tokens))) > 0
+        )
+
+    def load_slot(self, slot: int, path: str, capacity: int) -> list[int] | None:
+        """Read a saved KV state into the (empty) slot; its tokens, or None if it failed."""
+        arr = (lc.llama_token * capacity)()
+        n_out = ctypes.c_size_t(0)
+        ok = lc.llama_state_seq_load_file(
+            self.ctx, path.encode(), slot, arr, capacity, ctypes.byref(n_out)
+        )
+        if not ok:
+            self.clear(slot, 0)
+            return None
+        return list(arr[: n_out.value])
+
+    @property
+    def version(self) -> str:
+        return str(getattr(lc, "__version__", "unknown"))
+
+    def copy(self, src: int, dst: int, n: int) -> None:
+        """Give slot `dst` the cells of slot `src` at positions [0, n) (shared, not copied)."""
+        lc.llama_memory_seq_cp(self.mem, src, dst, 0, n)
+
     def decode(self, items: Sequence[BatchItem]) -> list[int]:
         """Decode one batch; returns, per item, the batch index of its first token."""
         b = self._batch

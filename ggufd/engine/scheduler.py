@@ -8,9 +8,11 @@ new prompt, within a token budget (`n_batch`) and the KV cache's cells (`kv_size
 
 Sequence slots (llama.cpp sequence ids) keep their KV cache after a request ends; a new
 request takes the free slot sharing the longest prefix with its tokens, so a resent
-conversation only computes its new tail. Idle slots are evicted least recently used
-when cells are needed. When the cache fills up while sequences grow, the newest running
-sequence is preempted: its cells are freed and it waits to be recomputed, keeping its
+conversation only computes its new tail. A prefix held by another slot (a shared system
+prompt and tool list) is copied into a free slot with `llama_memory_seq_cp` instead of
+being recomputed, and without destroying the other slot's longer cache. Idle slots are
+evicted least recently used when cells are needed. When the cache fills up while
+sequences grow, the newest running sequence is preempted: its cells are freed and it waits to be recomputed, keeping its
 generated tokens and sampler, so its output goes on unchanged.
 """
 
@@ -44,6 +46,7 @@ class Slot:
     seq: Sequence | None = None
     cached: list[int] = field(default_factory=list)  # KV content while idle
     last_used: int = 0
+    n_prompt: int = 0  # how much of `cached` was the last request's prompt
 
     @property
     def n_cells(self) -> int:
@@ -70,9 +73,26 @@ class KVClear:
     start: int
 
 
+@dataclass(frozen=True)
+class KVCopy:
+    """Share slot `src`'s cells of positions [0, n) with slot `dst` (llama_memory_seq_cp).
+
+    In llama.cpp's unified cache this only tags the cells with `dst` as well; no data is
+    copied. The scheduler still counts the cells once per slot (a safe overestimate).
+    """
+
+    src: int
+    dst: int
+    n: int
+
+
+KVOp = KVClear | KVCopy
+
+
 @dataclass
 class StepPlan:
-    clears: list[KVClear] = field(default_factory=list)
+    # Cache operations, applied in this order before the decode.
+    kv_ops: list[KVOp] = field(default_factory=list)
     items: list[BatchItem] = field(default_factory=list)
 
     @property
@@ -98,6 +118,7 @@ class Scheduler:
         self.running: list[Sequence] = []
         self._order = count()
         self._clock = count(1)
+        self._pending: list[KVOp] = []  # cache operations for the next plan
 
     # -- bookkeeping -------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -128,9 +149,34 @@ class Scheduler:
         if seq.slot is not None:
             slot = self.slots[seq.slot]
             slot.cached = seq.tokens[: seq.n_computed]
+            slot.n_prompt = min(seq.n_prompt, len(slot.cached))
+            if not self.reuse and slot.cached:  # nothing will reuse it: free it now
+                self._pending.append(KVClear(slot.id, 0))
+                slot.cached = []
             slot.seq = None
             slot.last_used = next(self._clock)
             seq.slot = None
+
+    def known(self, slot: Slot) -> list[int]:
+        """The tokens whose cells a slot holds."""
+        return slot.cached if slot.seq is None else slot.seq.tokens[: slot.seq.n_computed]
+
+    def slot_for_restore(self, n: int) -> Slot | None:
+        """A free slot to load `n` saved cells into (its own cache is dropped), if they fit."""
+        free = [s for s in self.slots if s.seq is None]
+        if not free:
+            return None
+        slot = min(free, key=lambda s: (len(s.cached), s.last_used))
+        if self.kv_size - self.used_cells() + len(slot.cached) < n + self.n_batch:
+            return None
+        slot.cached = []
+        return slot
+
+    def adopt(self, slot_id: int, tokens: list[int]) -> None:
+        """The slot now holds cells for `tokens` (restored from disk)."""
+        slot = self.slots[slot_id]
+        slot.cached, slot.last_used = list(tokens), next(self._clock)
+        slot.n_prompt = len(tokens)
 
     def on_decoded(self, plan: StepPlan) -> None:
         for item in plan.items:
@@ -138,7 +184,8 @@ class Scheduler:
 
     # -- the step ----------------------------------------------------------------
     def schedule(self) -> StepPlan:
-        plan = StepPlan()
+        plan = StepPlan(kv_ops=self._pending)
+        self._pending = []
         budget = self.n_batch
         self._admit(plan)
         # Decoding sequences first (one token each), oldest first, so streams never stall.
@@ -194,20 +241,20 @@ class Scheduler:
             self._preempt(plan, max(victims, key=lambda s: s.order))
         return True
 
-    def _evict_idle(self, plan: StepPlan, keep: Slot | None = None) -> bool:
-        idle = [s for s in self.slots if s.seq is None and s.cached and s is not keep]
+    def _evict_idle(self, plan: StepPlan, keep: list[Slot] | None = None) -> bool:
+        idle = [s for s in self.slots if s.seq is None and s.cached and s not in (keep or [])]
         if not idle:
             return False
         slot = min(idle, key=lambda s: s.last_used)
         slot.cached = []
-        plan.clears.append(KVClear(slot.id, 0))
+        plan.kv_ops.append(KVClear(slot.id, 0))
         return True
 
     def _preempt(self, plan: StepPlan, seq: Sequence) -> None:
         assert seq.slot is not None
         slot = self.slots[seq.slot]
         slot.seq, slot.cached = None, []
-        plan.clears.append(KVClear(slot.id, 0))
+        plan.kv_ops.append(KVClear(slot.id, 0))
         plan.items = [i for i in plan.items if i.seq is not seq]
         seq.slot, seq.n_computed, seq.n_cached = None, 0, 0
         self.running.remove(seq)
@@ -221,34 +268,60 @@ class Scheduler:
             free = [s for s in self.slots if s.seq is None]
             if not free:
                 return
-            slot = self._best_slot(seq, free)
-            reuse = 0
-            if self.reuse and not seq.prompt_logits:
-                reuse = common_prefix(slot.cached, seq.tokens)
-            reuse = min(reuse, len(seq.tokens) - 1)  # compute at least one token
+            slot, reuse, donor = self._place(seq, free)
             need = len(seq.tokens) - reuse + n_decoding + 1 + admitted
             # Free cells held by other idle slots until the whole prompt fits.
+            keep = [slot] if donor is None else [slot, donor]
             while self._free_cells(plan) + len(slot.cached) - reuse < need:
-                if not self._evict_idle(plan, keep=slot):
+                if not self._evict_idle(plan, keep=keep):
                     break
             if self._free_cells(plan) + len(slot.cached) - reuse < need and self.running:
                 return  # wait for running sequences to finish
             self.waiting.popleft()
-            if len(slot.cached) > reuse:
-                plan.clears.append(KVClear(slot.id, reuse))
+            if donor is not None:
+                if slot.cached:
+                    plan.kv_ops.append(KVClear(slot.id, 0))
+                plan.kv_ops.append(KVCopy(donor.id, slot.id, reuse))
+            elif len(slot.cached) > reuse:
+                plan.kv_ops.append(KVClear(slot.id, reuse))
             slot.cached, slot.seq = [], seq
             slot.last_used = next(self._clock)
             seq.slot, seq.n_computed, seq.n_cached = slot.id, reuse, reuse
             self.running.append(seq)
             admitted += seq.n_pending
 
-    @staticmethod
-    def _best_slot(seq: Sequence, free: list[Slot]) -> Slot:
-        def key(s: Slot) -> tuple[int, int]:
-            # Longest shared prefix first; among equals, the least recently used cache.
-            # A sequence that cannot reuse a cache takes the emptiest slot instead.
-            if seq.prompt_logits:
-                return (-len(s.cached), -s.last_used)
-            return (common_prefix(s.cached, seq.tokens), -s.last_used)
+    def _place(self, seq: Sequence, free: list[Slot]) -> tuple[Slot, int, Slot | None]:
+        """(slot, tokens to reuse, slot to copy them from or None) for a new sequence.
 
-        return max(free, key=key)
+        The most reused tokens win; among equals, the placement that destroys the fewest
+        cached cells, then no copy, then the most recently used slot. A prefix held by another slot
+        (running, or idle with a longer conversation behind it) is copied to a free slot
+        rather than taken over, so two conversations never evict each other while slots
+        are free.
+        """
+        limit = len(seq.tokens) - 1  # compute at least one token
+        # (reused, -cells destroyed, 1 if no copy is needed, recency, slot, donor)
+        options: list[tuple[int, int, int, int, Slot, Slot | None]] = []
+        for s in free:
+            p = 0
+            if self.reuse and not seq.prompt_logits:
+                p = min(common_prefix(s.cached, seq.tokens), limit)
+            # Reusing all of the last request's prompt continues that conversation (a
+            # regenerate): dropping the old reply is no loss.
+            lost = 0 if p >= s.n_prompt - 1 else len(s.cached) - p
+            # Ties: the conversation just served (so a regenerate lands where it did before);
+            # without reuse, the least recently used cache goes.
+            options.append((p, -lost, 1, s.last_used if p else -s.last_used, s, None))
+        if self.reuse and not seq.prompt_logits:
+            donor, q = None, 0
+            for d in self.slots:
+                known = d.cached if d.seq is None else d.seq.tokens[: d.seq.n_computed]
+                n = min(common_prefix(known, seq.tokens), limit)
+                if n > q:
+                    donor, q = d, n
+            if donor is not None:
+                for t in free:
+                    if t is not donor:
+                        options.append((q, -len(t.cached), 0, -t.last_used, t, donor))
+        p, _, _, _, slot, donor = max(options, key=lambda o: o[:4])
+        return slot, p, donor

@@ -167,7 +167,7 @@ class WorkerConfig:
     verbose: bool = False
     embeddings: bool = True
     flash_attn: bool = False
-    # Reuse cached prompt prefixes across requests. Off by default: after a sequence's
-    # cells wrap around the unified KV cache, llama.cpp computes tokens decoded after a
-    # reused prefix differently from a fresh computation (see tests/api/test_determinism).
-    prompt_cache: bool = False
+    # Reuse cached prompt prefixes across requests (and share them between slots).
+    prompt_cache: bool = True
+    # Folder where slots' KV caches are saved at shutdown and restored from; None: off.
+    cache_dir: str | None = None

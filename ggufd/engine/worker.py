@@ -7,6 +7,7 @@ Messages in (from EngineClient): ("submit", (GenerateRequest, ...)), admitted to
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ggufd.engine.detokenizer import Detokenizer
+from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
 from ggufd.engine.runner import DecodeError, LoadError, Runner
 from ggufd.engine.sampling import GrammarError, Sampler, log_softmax, top_logprobs
-from ggufd.engine.scheduler import BatchItem, Scheduler, Sequence
+from ggufd.engine.scheduler import BatchItem, KVCopy, Scheduler, Sequence, common_prefix
 from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
@@ -32,6 +34,8 @@ from ggufd.engine.types import (
     TopLogprob,
     WorkerConfig,
 )
+
+log = logging.getLogger("ggufd.engine")
 
 # Steps in a row with requests pending but nothing to decode before they are failed.
 STALL_LIMIT = 1000
@@ -63,6 +67,11 @@ class Worker:
         self.events: list[Event] = []
         self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None
         self._stalled = 0  # consecutive steps that had work but decoded nothing
+        self.disk: DiskCache | None = None
+        if cfg.cache_dir and cfg.prompt_cache:
+            key = cache_key(cfg.model_path, runner.n_ctx, runner.kv_size, cfg.flash_attn)
+            self.disk = DiskCache(cfg.cache_dir, key + "-" + runner.version)
+        self._disk_checked: set[str] = set()
 
     # -- requests ----------------------------------------------------------------
     def submit(self, req: GenerateRequest) -> None:
@@ -127,6 +136,7 @@ class Worker:
         return Active(req, seq, sampler, Detokenizer(req.stop), max_len)
 
     def abort(self, request_id: str) -> None:
+        self._disk_checked.discard(request_id)
         act = self.active.pop(request_id, None)
         if act is not None:
             self.sched.finish(act.seq)
@@ -158,11 +168,53 @@ class Worker:
             total += len(toks)
         self.events.append(EmbedResult(req.id, tuple(vectors), total))
 
+    # -- the on-disk cache ---------------------------------------------------------
+    def _restore(self) -> None:
+        """Load a saved cache for waiting requests whose prefix is on disk, not in a slot."""
+        assert self.disk is not None
+        for seq in list(self.sched.waiting):
+            if seq.request_id in self._disk_checked or seq.prompt_logits:
+                continue
+            self._disk_checked.add(seq.request_id)
+            entry, n = self.disk.best(seq.tokens)
+            have = max(common_prefix(self.sched.known(s), seq.tokens) for s in self.sched.slots)
+            if entry is None or n < have + MIN_TOKENS:
+                continue
+            slot = self.sched.slot_for_restore(len(entry.tokens))
+            if slot is None:
+                continue
+            self.runner.clear(slot.id, 0)
+            tokens = self.runner.load_slot(slot.id, str(entry.state), len(entry.tokens))
+            if tokens is None:
+                log.warning("could not restore the KV cache in %s", entry.state)
+                continue
+            self.sched.adopt(slot.id, tokens)
+
+    def save_caches(self) -> int:
+        """Write every slot's cache to disk (at shutdown); the number of files written."""
+        if self.disk is None:
+            return 0
+        written = 0
+        for slot in self.sched.slots:
+            tokens = self.sched.known(slot)
+            if len(tokens) < MIN_TOKENS or any(list(e.tokens) == tokens for e in self.disk.entries):
+                continue
+            path = self.disk.path_for(tokens)
+            if self.runner.save_slot(slot.id, tokens, str(path)):
+                self.disk.add(path, tokens)
+                written += 1
+        return written
+
     # -- the step ----------------------------------------------------------------
     def step(self) -> None:
+        if self.disk is not None:
+            self._restore()
         plan = self.sched.schedule()
-        for c in plan.clears:
-            self.runner.clear(c.slot, c.start)
+        for op in plan.kv_ops:
+            if isinstance(op, KVCopy):
+                self.runner.copy(op.src, op.dst, op.n)
+            else:
+                self.runner.clear(op.slot, op.start)
         if not plan.items:
             self._stalled += 1
             if self._stalled >= STALL_LIMIT:
@@ -324,4 +376,8 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     finally:
+        try:
+            worker.save_caches()
+        except Exception as e:  # a full disk must not turn a clean stop into a crash
+            log.warning("could not save the KV caches: %s", e)
         runner.close()

@@ -10,6 +10,7 @@ import pytest
 
 from ggufd.engine.scheduler import (
     KVClear,
+    KVCopy,
     Scheduler,
     Sequence,
     StepPlan,
@@ -30,8 +31,13 @@ class FakeKV:
         self.cells: dict[int, list[int]] = {s.id: [] for s in sched.slots}
 
     def apply(self, plan: StepPlan) -> None:
-        for c in plan.clears:
-            del self.cells[c.slot][c.start :]
+        for op in plan.kv_ops:
+            if isinstance(op, KVCopy):
+                assert not self.cells[op.dst], "copy into a slot that still holds cells"
+                assert len(self.cells[op.src]) >= op.n
+                self.cells[op.dst] = self.cells[op.src][: op.n]
+            else:
+                del self.cells[op.slot][op.start :]
         slots = [i.slot for i in plan.items]
         assert len(slots) == len(set(slots)), "two items on one slot in one batch"
         assert plan.n_tokens <= self.sched.n_batch
@@ -146,7 +152,7 @@ def test_plan_of_idle_scheduler_is_empty() -> None:
     sched = Scheduler(n_slots=2, kv_size=16, n_batch=4)
     assert not sched.has_work()
     plan = sched.schedule()
-    assert plan.items == [] and plan.clears == [] and plan.n_tokens == 0
+    assert plan.items == [] and plan.kv_ops == [] and plan.n_tokens == 0
 
 
 # -- decoding first --------------------------------------------------------------------
@@ -273,7 +279,7 @@ def test_new_request_reuses_the_common_prefix(
     plan = step(sched, kv)
     assert s.slot == 0
     assert s.n_cached == reuse
-    assert plan.clears == ([clear] if clear else [])
+    assert plan.kv_ops == ([clear] if clear else [])
     assert chunks(plan) == [("b", reuse, len(prompt) - reuse)]
 
 
@@ -293,7 +299,7 @@ def test_a_finished_requests_cache_serves_the_next_one() -> None:
     plan = step(sched, kv)
     assert b.slot == slot
     assert b.n_cached == 5
-    assert plan.clears == []
+    assert plan.kv_ops == []
     assert chunks(plan) == [("b", 5, 2)]
 
 
@@ -319,7 +325,7 @@ def test_without_a_shared_prefix_the_least_recently_used_slot_is_taken() -> None
     sched.add(s)
     plan = step(sched, kv)
     assert s.slot == 1
-    assert plan.clears == [KVClear(1, 0)]
+    assert plan.kv_ops == [KVClear(1, 0)]
     # The other caches are kept.
     assert sched.slots[0].cached == [1] and sched.slots[2].cached == [3]
 
@@ -333,7 +339,7 @@ def test_prompt_logits_sequences_never_reuse_the_cache() -> None:
     sched.add(s)
     plan = step(sched, kv)
     assert s.n_cached == 0
-    assert plan.clears == [KVClear(0, 0)]
+    assert plan.kv_ops == [KVClear(0, 0)]
     assert chunks(plan) == [("e", 0, 5)]
 
 
@@ -351,7 +357,7 @@ def test_idle_caches_are_evicted_least_recently_used_first() -> None:
     sched.add(s)
     plan = step(sched, kv)
     assert s.slot == 3
-    assert plan.clears == [KVClear(2, 0), KVClear(0, 0)]
+    assert plan.kv_ops == [KVClear(2, 0), KVClear(0, 0)]
     assert sched.slots[1].cached == [51] * 4
 
 
@@ -365,7 +371,7 @@ def test_decode_evicts_an_idle_cache_before_preempting() -> None:
     kv.cells[1] = [9, 9, 9]
     kv.check()
     plan = step(sched, kv)  # 7 cells needed: the idle cache goes, a keeps running
-    assert plan.clears == [KVClear(1, 0)]
+    assert plan.kv_ops == [KVClear(1, 0)]
     assert chunks(plan) == [("a", 3, 1)]
     assert sched.running == [a]
 
@@ -385,7 +391,7 @@ def test_kv_full_during_decode_preempts_the_newest_sequence() -> None:
     assert [s.request_id for s in sched.running] == ["a", "b"]
     assert list(sched.waiting) == [c]
     assert c.slot is None and c.n_computed == 0 and c.n_cached == 0
-    assert KVClear(c_slot, 0) in plan.clears
+    assert KVClear(c_slot, 0) in plan.kv_ops
     assert chunks(plan) == [("a", 3, 1), ("b", 3, 1)]
     assert c.tokens == [5, 6, 7, 7]  # generated tokens are kept
     step(sched, kv)  # a and b fill the last two cells
@@ -394,7 +400,7 @@ def test_kv_full_during_decode_preempts_the_newest_sequence() -> None:
     plan = step(sched, kv)
     assert [s.request_id for s in sched.running] == ["a"]
     assert list(sched.waiting) == [b, c]
-    assert KVClear(b_slot, 0) in plan.clears
+    assert KVClear(b_slot, 0) in plan.kv_ops
     assert chunks(plan) == [("a", 5, 1)]
     # Once a finishes, b comes back first: its known tokens (prompt + generated) are
     # recomputed and then sampled from. c (4 tokens + growth) does not fit beside b's 6
@@ -643,3 +649,69 @@ def test_randomized_simulation_with_a_roomy_cache() -> None:
     for seed in range(10):
         reqs, _ = simulate(seed, n_slots=4, kv_size=2048, n_batch=64, n_requests=30, max_prompt=24)
         assert all(r.seq.n_cached <= len(r.seq.tokens) for r in reqs)
+
+
+# -- sharing prefixes between slots (llama_memory_seq_cp) -----------------------------
+SYSTEM = list(range(100, 120))  # a shared system prompt and tool list
+
+
+def test_two_conversations_do_not_evict_each_other_while_slots_are_free() -> None:
+    sched = Scheduler(n_slots=2, kv_size=200, n_batch=64)
+    kv = FakeKV(sched)
+    a = make_seq("a", [*SYSTEM, *range(1, 31)])  # a conversation longer than the prompt
+    sched.add(a)
+    step(sched, kv)
+    sched.finish(a)
+    a_cache = list(sched.slots[0].cached)
+    # Conversation B shares only the system prompt: it is copied, A's cache is kept.
+    b = make_seq("b", [*SYSTEM, 2, 2])
+    sched.add(b)
+    plan = step(sched, kv)
+    assert b.slot == 1
+    assert plan.kv_ops == [KVCopy(0, 1, len(SYSTEM))]
+    assert b.n_cached == len(SYSTEM)
+    assert chunks(plan) == [("b", len(SYSTEM), 2)]
+    assert sched.slots[0].cached == a_cache
+    sched.finish(b)
+    # A's next turn finds its whole conversation on slot 0; B's on slot 1.
+    a2 = make_seq("a2", [*a_cache, 3])
+    sched.add(a2)
+    plan = step(sched, kv)
+    assert (a2.slot, a2.n_cached, plan.kv_ops) == (0, len(a_cache), [])
+
+
+def test_a_prefix_is_copied_from_a_running_sequence() -> None:
+    sched = Scheduler(n_slots=3, kv_size=200, n_batch=64)
+    kv = FakeKV(sched)
+    a = make_seq("a", [*SYSTEM, 1])
+    sched.add(a)
+    step(sched, kv)  # a's prompt is computed, it is decoding
+    b = make_seq("b", [*SYSTEM, 2, 2, 2])
+    sched.add(b)
+    plan = step(sched, kv)
+    assert plan.kv_ops == [KVCopy(a.slot, b.slot, len(SYSTEM))]  # type: ignore[arg-type]
+    assert b.n_cached == len(SYSTEM)
+    assert ("b", len(SYSTEM), 3) in chunks(plan)
+
+
+def test_a_taken_over_idle_slot_is_preferred_to_a_copy_when_nothing_is_lost() -> None:
+    sched = Scheduler(n_slots=2, kv_size=200, n_batch=64)
+    kv = FakeKV(sched)
+    sched.slots[0].cached = kv.cells[0] = list(SYSTEM)
+    b = make_seq("b", [*SYSTEM, 5])
+    sched.add(b)
+    plan = step(sched, kv)
+    assert (b.slot, plan.kv_ops) == (0, [])
+
+
+def test_without_prompt_cache_nothing_is_copied() -> None:
+    sched = Scheduler(n_slots=2, kv_size=200, n_batch=64, reuse=False)
+    kv = FakeKV(sched)
+    a = make_seq("a", [*SYSTEM, 1])
+    sched.add(a)
+    step(sched, kv)
+    b = make_seq("b", [*SYSTEM, 2])
+    sched.add(b)
+    plan = step(sched, kv)
+    assert not any(isinstance(op, KVCopy) for op in plan.kv_ops)
+    assert b.n_cached == 0
