@@ -15,5 +15,11 @@ check: setup
 test: setup
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
-bench: setup
+# The benchmark's peers (llama_cpp.server, llama-server) live in .bench-venv/ and
+# .bench-build/, apart from .venv; the first bench-setup builds llama-server (10+ minutes).
+.PHONY: bench-setup
+bench-setup:
+	@bash scripts/bench_setup.sh
+
+bench: setup bench-setup
 	.venv/bin/python -m ggufd.bench $(ARGS)

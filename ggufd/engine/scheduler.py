@@ -12,8 +12,9 @@ conversation only computes its new tail. A prefix held by another slot (a shared
 prompt and tool list) is copied into a free slot with `llama_memory_seq_cp` instead of
 being recomputed, and without destroying the other slot's longer cache. Idle slots are
 evicted least recently used when cells are needed. When the cache fills up while
-sequences grow, the newest running sequence is preempted: its cells are freed and it waits to be recomputed, keeping its
-generated tokens and sampler, so its output goes on unchanged.
+sequences grow, the newest running sequence is preempted: its cells are freed and it
+waits to be recomputed, keeping its generated tokens and sampler, so its output goes on
+unchanged.
 """
 
 from __future__ import annotations
