@@ -115,9 +115,19 @@ def _agent_figures(turns: list[agent.TurnResult]) -> list[dict[str, Any]]:
             "completion_tokens": t.completion_tokens,
             "reply_chars": len(t.reply),
             "error": t.error,
+            "retried": t.retried,
         }
         for t in turns
     ]
+
+
+def _one_token(i: int) -> dict[str, Any]:
+    """A 1-token completion whose prompt differs from the last one, so that every server
+    decodes at least its last tokens (llama_cpp.server answers a prompt identical to the
+    previous one from the logits it kept, without a decode)."""
+    body = chat_body(f"Say hi to user {i}.", 1, 0.0, 1234) | {"stream": False}
+    del body["stream_options"]
+    return body
 
 
 def _measure(
@@ -151,10 +161,8 @@ def _measure(
     }
     rate = asyncio.run(request_rate(srv.base_url, srv.health_path, seconds=a.rate_seconds))
     out["health_rps"] = {"path": srv.health_path, **rate.figures()}
-    one = chat_body("Hi", 1, 0.0, 1234) | {"stream": False}
-    del one["stream_options"]
     rate = asyncio.run(
-        request_rate(srv.base_url, "/v1/chat/completions", one, seconds=a.rate_seconds)
+        request_rate(srv.base_url, "/v1/chat/completions", _one_token, seconds=a.rate_seconds)
     )
     out["completion_rps"] = rate.figures()
     print(
@@ -236,6 +244,10 @@ def print_report(figures: dict[str, Any]) -> None:
         f"({m['logical_cpus']} CPUs), {figures['max_tokens']} tokens per stream, "
         f"n_ctx {figures['n_ctx']}, parallel {figures['parallel']}, {figures['time']}"
     )
+    load = figures.get("loadavg")
+    if load:
+        print(f"load average before the run {load['start'][0]:.1f} (near 0 on an idle "
+              f"machine; the figures are noisy when others use the CPUs)")  # fmt: skip
     for peer, why in figures.get("skipped", {}).items():
         print(f"skipped {NAMES[peer]}: {why}")
     print()
@@ -269,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    if load_start[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"note: the machine is busy (load average {load_start[0]:.1f} on "
+              f"{os.cpu_count()} CPUs): the figures will be noisy", flush=True)  # fmt: skip
     skipped: dict[str, str] = {}
     for p in wanted:
         why = peers.missing(p)
@@ -315,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             figures["peers"][p] = _server_peer(*starters[p], levels, a)
     figures["wall_seconds"] = time.perf_counter() - t_start
+    figures["loadavg"] = {"start": load_start, "end": os.getloadavg()}
     path = out / "bench.json"
     path.write_text(json.dumps(figures, indent=2))
     print_report(figures)

@@ -262,9 +262,12 @@ class TurnResult:
     completion_tokens: int | None = None
     reply: str = ""
     error: str | None = None
+    retried: bool = False
 
 
-async def _turn(client: httpx.AsyncClient, url: str, body: dict[str, Any], turn: int) -> TurnResult:
+async def _turn(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], turn: int, retry: bool = True
+) -> TurnResult:
     res = TurnResult(turn, None, 0.0)
     parts: list[str] = []
     t0 = time.perf_counter()
@@ -289,6 +292,14 @@ async def _turn(client: httpx.AsyncClient, url: str, body: dict[str, Any], turn:
                         res.ttft = time.perf_counter() - t0
                     if text:
                         parts.append(text)
+    except httpx.RemoteProtocolError as e:
+        # The server closed the kept-alive connection before it answered (llama-server
+        # does, now and then): the request was not served, so send it once more.
+        if retry and res.ttft is None:
+            again = await _turn(client, url, body, turn, retry=False)
+            again.retried = True
+            return again
+        res.error = repr(e)
     except httpx.HTTPError as e:
         res.error = repr(e)
     res.seconds = time.perf_counter() - t0

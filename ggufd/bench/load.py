@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,13 +206,15 @@ class RateResult:
 async def request_rate(
     base_url: str,
     path: str,
-    body: dict[str, Any] | None = None,
+    body: Callable[[int], dict[str, Any]] | None = None,
     seconds: float = 3.0,
     concurrency: int = 4,
 ) -> RateResult:
-    """Repeat GET path (or POST body to it) from `concurrency` clients for `seconds`."""
+    """Repeat GET path (or POST body(i) to it, i = 0, 1, ...) from `concurrency` clients
+    for `seconds`."""
     url = f"{base_url}{path}"
     out = RateResult(0, 0, 0.0)
+    count = itertools.count()
     limits = httpx.Limits(max_connections=concurrency + 1)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         t0 = time.perf_counter()
@@ -223,7 +227,7 @@ async def request_rate(
                     if body is None:
                         r = await client.get(url)
                     else:
-                        r = await client.post(url, json=body)
+                        r = await client.post(url, json=body(next(count)))
                     ok = r.status_code == 200
                 except httpx.HTTPError:
                     ok = False

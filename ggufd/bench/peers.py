@@ -180,7 +180,9 @@ def llama_cpp_server_cmd(c: Common, port: int) -> list[str]:
 @contextlib.contextmanager
 def start_ggufd(c: Common, prompt_cache: bool) -> Iterator[Server]:
     port = free_port()
-    with start_process(ggufd_cmd(c, port, prompt_cache), port, "ggufd", log=c.log("ggufd")) as s:
+    cmd = ggufd_cmd(c, port, prompt_cache)
+    log = c.log("ggufd" if prompt_cache else "ggufd-cold")
+    with start_process(cmd, port, "ggufd", log=log) as s:
         yield s
 
 
@@ -188,7 +190,8 @@ def start_ggufd(c: Common, prompt_cache: bool) -> Iterator[Server]:
 def start_llama_server(c: Common, prompt_cache: bool) -> Iterator[Server]:
     port = free_port()
     cmd = llama_server_cmd(c, port, prompt_cache)
-    with start_process(cmd, port, "llama_server", log=c.log("llama_server")) as s:
+    log = c.log("llama_server" if prompt_cache else "llama_server-cold")
+    with start_process(cmd, port, "llama_server", log=log) as s:
         yield s
 
 

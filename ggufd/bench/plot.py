@@ -43,7 +43,9 @@ def draw(figures: dict[str, Any], out: str) -> None:
     for p in peers:
         st = figures["peers"][p].get("streams", {})
         xs = [n for n in levels if str(n) in st]
-        kw = {"color": COLORS[p], "marker": "o", "label": NAMES[p]}
+        cut = [n for n in xs if p != "loop" and st[str(n)].get("finished", n) < n]
+        label = NAMES[p] + (f" (streams cut off at {min(cut)}+)" if cut else "")
+        kw = {"color": COLORS[p], "marker": "o", "label": label}
         a_tok.plot(xs, [st[str(n)]["tok_s"] for n in xs], **kw)
         ys = [_num(st[str(n)].get("ttft_p50")) for n in xs]
         if p != "loop" and any(y is not None for y in ys):
