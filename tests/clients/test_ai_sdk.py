@@ -20,7 +20,8 @@ from tests.clients.conftest import Exchange, RecordingProxy
 
 pytestmark = pytest.mark.model
 
-NODE_TIMEOUT = 240.0
+# Generous: on 2 busy cores llama.cpp slows down by orders of magnitude.
+NODE_TIMEOUT = 600.0
 
 
 @dataclass
