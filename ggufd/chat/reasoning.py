@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ggufd.text import partial_marker_len
+
 OPEN = "<think>"
 CLOSE = "</think>"
 
@@ -18,14 +20,6 @@ CLOSE = "</think>"
 class Split:
     reasoning: str = ""
     content: str = ""
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest proper prefix of `tag` that `text` ends with."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
 
 
 def prompt_opens_thinking(prompt: str) -> bool:
@@ -69,7 +63,7 @@ class ThinkSplitter:
                     self._held = self._held[at + len(CLOSE) :]
                     self._state, self._skip_newlines = "answer", True
                     continue
-                keep = _partial_suffix(self._held, CLOSE)
+                keep = partial_marker_len(self._held, (CLOSE,))
                 reasoning.append(self._held[: len(self._held) - keep])
                 self._held = self._held[len(self._held) - keep :]
                 break

@@ -10,13 +10,14 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 
+from ggufd.text import partial_marker_len
+
 
 class Detokenizer:
     """Feed token pieces with `add`; each call returns the text that may be sent now."""
 
     def __init__(self, stop: Sequence[str] = ()) -> None:
         self._stop = tuple(s for s in stop if s)
-        self._max_stop = max((len(s) for s in self._stop), default=0)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""  # decoded text not yet sent (possible start of a stop string)
         self.stopped = False  # a stop string was found; nothing more is emitted
@@ -57,19 +58,8 @@ class Detokenizer:
         if self.stopped:
             self.text_len += len(out)
             return out
-        keep = self._partial_stop_len()
+        keep = partial_marker_len(self._held, self._stop)
         cut = len(self._held) - keep
         out, self._held = self._held[:cut], self._held[cut:]
         self.text_len += len(out)
         return out
-
-    def _partial_stop_len(self) -> int:
-        """Length of the longest held suffix that is a proper prefix of some stop string."""
-        if not self._stop:
-            return 0
-        text = self._held
-        for n in range(min(len(text), self._max_stop - 1), 0, -1):
-            tail = text[-n:]
-            if any(s.startswith(tail) for s in self._stop):
-                return n
-        return 0

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Final, TypeAlias
 
+from ggufd.text import partial_marker_len
+
 __all__ = [
     "NEED_MORE",
     "WRAP_KEY",
@@ -324,7 +326,6 @@ class Scanner:
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         self._markers = tuple(m for m in dialect.start_markers() if m)
-        self._longest = max((len(m) for m in self._markers), default=0)
         self._buf = ""
         self._at_start = True
         self._done = False
@@ -361,7 +362,7 @@ class Scanner:
                     continue
             pos, marker = self._find_marker(buf)
             if marker is None:
-                keep = 0 if final else self._held_suffix(buf)
+                keep = 0 if final else partial_marker_len(buf, self._markers)
                 _emit(out, buf[: len(buf) - keep])
                 self._buf = buf[len(buf) - keep :]
                 return
@@ -387,13 +388,6 @@ class Scanner:
             if best is None or pos < best_pos or (pos == best_pos and len(marker) > len(best)):
                 best_pos, best = pos, marker
         return best_pos, best
-
-    def _held_suffix(self, buf: str) -> int:
-        for k in range(min(len(buf), self._longest - 1), 0, -1):
-            tail = buf[-k:]
-            if any(m.startswith(tail) for m in self._markers):
-                return k
-        return 0
 
 
 def _emit(out: list[str | ParsedCall], text: str) -> None:
