@@ -53,6 +53,11 @@ class Slot:
     def n_cells(self) -> int:
         return self.seq.n_computed if self.seq is not None else len(self.cached)
 
+    @property
+    def known(self) -> list[int]:
+        """The tokens whose cells the slot holds."""
+        return self.cached if self.seq is None else self.seq.tokens[: self.seq.n_computed]
+
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -157,10 +162,6 @@ class Scheduler:
             slot.seq = None
             slot.last_used = next(self._clock)
             seq.slot = None
-
-    def known(self, slot: Slot) -> list[int]:
-        """The tokens whose cells a slot holds."""
-        return slot.cached if slot.seq is None else slot.seq.tokens[: slot.seq.n_computed]
 
     def slot_for_restore(self, n: int) -> Slot | None:
         """A free slot to load `n` saved cells into (its own cache is dropped), if they fit."""
@@ -295,34 +296,31 @@ class Scheduler:
         """(slot, tokens to reuse, slot to copy them from or None) for a new sequence.
 
         The most reused tokens win; among equals, the placement that destroys the fewest
-        cached cells, then no copy, then the most recently used slot. A prefix held by another slot
-        (running, or idle with a longer conversation behind it) is copied to a free slot
-        rather than taken over, so two conversations never evict each other while slots
-        are free.
+        cached cells, then no copy, then the most recently used slot. A prefix held by
+        another slot (running, or idle with a longer conversation behind it) is copied to a
+        free slot rather than taken over, so two conversations never evict each other while
+        slots are free.
         """
         limit = len(seq.tokens) - 1  # compute at least one token
+        reuse = self.reuse and not seq.prompt_logits
+        shared = {
+            s.id: min(common_prefix(s.known, seq.tokens), limit) if reuse else 0 for s in self.slots
+        }
         # (reused, -cells destroyed, 1 if no copy is needed, recency, slot, donor)
         options: list[tuple[int, int, int, int, Slot, Slot | None]] = []
         for s in free:
-            p = 0
-            if self.reuse and not seq.prompt_logits:
-                p = min(common_prefix(s.cached, seq.tokens), limit)
+            p = shared[s.id]
             # Reusing all of the last request's prompt continues that conversation (a
             # regenerate): dropping the old reply is no loss.
             lost = 0 if p >= s.n_prompt - 1 else len(s.cached) - p
             # Ties: the conversation just served (so a regenerate lands where it did before);
             # without reuse, the least recently used cache goes.
             options.append((p, -lost, 1, s.last_used if p else -s.last_used, s, None))
-        if self.reuse and not seq.prompt_logits:
-            donor, q = None, 0
-            for d in self.slots:
-                known = d.cached if d.seq is None else d.seq.tokens[: d.seq.n_computed]
-                n = min(common_prefix(known, seq.tokens), limit)
-                if n > q:
-                    donor, q = d, n
-            if donor is not None:
-                for t in free:
-                    if t is not donor:
-                        options.append((q, -len(t.cached), 0, -t.last_used, t, donor))
+        holder = max(self.slots, key=lambda d: shared[d.id])
+        q = shared[holder.id]
+        if q > 0:
+            for t in free:
+                if t is not holder:
+                    options.append((q, -len(t.cached), 0, -t.last_used, t, holder))
         p, _, _, _, slot, donor = max(options, key=lambda o: o[:4])
         return slot, p, donor

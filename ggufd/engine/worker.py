@@ -177,7 +177,7 @@ class Worker:
                 continue
             self._disk_checked.add(seq.request_id)
             entry, n = self.disk.best(seq.tokens)
-            have = max(common_prefix(self.sched.known(s), seq.tokens) for s in self.sched.slots)
+            have = max(common_prefix(s.known, seq.tokens) for s in self.sched.slots)
             if entry is None or n < have + MIN_TOKENS:
                 continue
             slot = self.sched.slot_for_restore(len(entry.tokens))
@@ -196,7 +196,7 @@ class Worker:
             return 0
         written = 0
         for slot in self.sched.slots:
-            tokens = self.sched.known(slot)
+            tokens = slot.known
             if len(tokens) < MIN_TOKENS or any(list(e.tokens) == tokens for e in self.disk.entries):
                 continue
             path = self.disk.path_for(tokens)
