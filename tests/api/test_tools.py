@@ -34,7 +34,9 @@ READ_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "type": "object",
     "properties": {
-        "filePath": {"type": "string", "description": "The path to the file to read"},
+        # (OpenCode sends no maxLength; with none, a sampled tiny model can write a path
+        # until max_tokens cuts the call.)
+        "filePath": {"type": "string", "description": "The path to the file", "maxLength": 60},
         "offset": {"type": "number", "description": "The line to start from", "minimum": 0},
         "limit": {
             "type": "integer",
@@ -93,7 +95,8 @@ def test_named_tool_choice_gives_a_valid_call(http: httpx.Client, name: str) -> 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_required_tool_choice_sampled_calls_are_valid(http: httpx.Client, seed: int) -> None:
-    r = chat(http, tools=TOOLS, tool_choice="required", temperature=1.0, seed=seed)
+    # Room for the longest call the schemas allow (bounded strings, numbers of <= 33 chars).
+    r = chat(http, tools=TOOLS, tool_choice="required", temperature=1.0, seed=seed, max_tokens=256)
     assert r.status_code == 200, r.text
     c = r.json()["choices"][0]
     assert c["finish_reason"] == "tool_calls"

@@ -36,6 +36,22 @@ MESSAGE = "List the files in this directory."
 FORCED = {"type": "function", "function": {"name": "glob"}}
 # Enough for the arguments of a glob call as the tiny model writes them.
 FORCED_MAX_TOKENS = 128
+# glob's `pattern` has no maxLength; the tiny model can repeat inside it until max_tokens
+# cuts the call. The proxy bounds it so the forced call always completes.
+PATTERN_MAX_LENGTH = 40
+
+
+def bounded_glob(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") or {}
+    if fn.get("name") != "glob":
+        return tool
+    params = json.loads(json.dumps(fn["parameters"]))
+    for prop in params.get("properties", {}).values():
+        if prop.get("type") == "string":
+            prop["maxLength"] = PATTERN_MAX_LENGTH
+    return {**tool, "function": {**fn, "parameters": params}}
+
+
 # What OpenCode (its logs, and the AI SDK inside it) prints to stderr when a request or a
 # stream fails. (A failed tool call prints `Error: ` too: the model's doing, not an error.
 # The model's text goes to stdout.)
@@ -180,7 +196,8 @@ def test_opencode_tool_round_trip(
     def force_tool(path: str, body: Any) -> Any:
         if path == "/v1/chat/completions" and body.get("tools") and not forced:
             forced.append(True)
-            return {**body, "tool_choice": FORCED, "max_tokens": FORCED_MAX_TOKENS}
+            tools = [bounded_glob(t) for t in body["tools"]]
+            return {**body, "tools": tools, "tool_choice": FORCED, "max_tokens": FORCED_MAX_TOKENS}
         return body
 
     proxy.rewrite = force_tool
