@@ -9,7 +9,6 @@ the model file and chat format, then hands the settings to ``ggufd.server.serve`
 import argparse
 import difflib
 import importlib
-import os
 import sys
 import types
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pydantic.fields import FieldInfo
 from ggufd import __version__
 from ggufd.gguf import ModelFileError, check_model_file
 from ggufd.settings import (
+    ModelSettings,
     ServerSettings,
     SettingsError,
     default_model_path,
@@ -93,6 +93,17 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _parse_optional_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("none", "null") else _parse_float(text)
+
+
 def _converter(info: FieldInfo) -> tuple[Callable[[str], Any], str]:
     """The argparse ``type`` function and metavar for a settings field."""
     base, optional = _base_type(info.annotation)
@@ -100,12 +111,22 @@ def _converter(info: FieldInfo) -> tuple[Callable[[str], Any], str]:
         return _parse_bool_arg, "BOOL"
     if base is int:
         return (_parse_optional_int if optional else _parse_int), "N"
+    if base is float:
+        return (_parse_optional_float if optional else _parse_float), "X"
     return str, "TEXT"
+
+
+def _is_list(info: FieldInfo) -> bool:
+    return get_origin(info.annotation) is list
+
+
+CONFIG_FILE_ONLY = frozenset({"models"})  # structured settings with no flag
 
 
 def _help_text(info: FieldInfo) -> str:
     description = (info.description or "").replace("%", "%%")
-    return f"{description} (default: {info.default})"
+    default = info.get_default(call_default_factory=True)
+    return f"{description} (default: {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,9 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     for name, info in ServerSettings.model_fields.items():
+        if name in CONFIG_FILE_ONLY:
+            continue
         flags = [f"--{name}"]
         if "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
+        if _is_list(info):
+            parser.add_argument(
+                *flags, dest=name, action="append", metavar="TEXT", help=_help_text(info)
+            )
+            continue
         convert, metavar = _converter(info)
         parser.add_argument(*flags, dest=name, type=convert, metavar=metavar, help=_help_text(info))
     return parser
@@ -153,26 +181,33 @@ def check_chat_format(chat_format: str | None) -> None:
         fail(str(exc))
 
 
-def resolve_model_path(settings: ServerSettings) -> str:
-    """The model file to serve: --model (``~`` expanded) or the embedded default model."""
-    if settings.model:
-        return os.path.expanduser(settings.model)
-    path = default_model_path()
-    if path is None:
+def resolve_models(settings: ServerSettings) -> list[ModelSettings]:
+    """The models to serve, each file checked and each chat format known; fail otherwise."""
+    try:
+        entries = settings.model_entries(default_model_path())
+    except SettingsError as exc:
+        fail(str(exc))
+    if not entries:
         fail(NO_DEFAULT_MODEL)
-    return path
+    for entry in entries:
+        check_chat_format(entry.chat_format)
+        try:
+            check_model_file(entry.model)
+        except ModelFileError as exc:
+            fail(str(exc))
+    return entries
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run ggufd: parse settings, check the model file, then serve until stopped."""
+    """Run ggufd: parse settings, check the model files, then serve until stopped."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "service":
+        # Imported lazily, like the server: only ``ggufd service ...`` needs it.
+        service = importlib.import_module("ggufd.systemd")
+        sys.exit(service.main(args[1:]))
     settings = parse_settings(argv)
-    check_chat_format(settings.chat_format)
-    path = resolve_model_path(settings)
-    try:
-        check_model_file(path)
-    except ModelFileError as exc:
-        fail(str(exc))
-    # Imported lazily: the server pulls in llama.cpp, which --help and errors never need.
+    entries = resolve_models(settings)
+    # Imported lazily: the server pulls in the engine, which --help and errors never need.
     server = importlib.import_module("ggufd.server")
-    serve: Callable[[ServerSettings], int] = server.serve
-    sys.exit(serve(settings.model_copy(update={"model": path})))
+    serve: Callable[[ServerSettings, list[ModelSettings]], int] = server.serve
+    sys.exit(serve(settings, entries))

@@ -1,7 +1,8 @@
-"""serve(settings): wire settings -> engine config -> app, and run uvicorn until shutdown.
+"""serve(settings, models): wire settings -> model pool -> app, and run uvicorn until shutdown.
 
-Returns the process exit status: 0 after a normal shutdown, 2 when the model could not
-be loaded at start-up (one clear line on stderr, no traceback).
+Returns the process exit status: 0 after a normal shutdown (SIGTERM or SIGINT drains
+running requests first), 2 when the only model could not be loaded at start-up (one
+clear line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -16,36 +17,56 @@ from ggufd.api.app import create_app
 from ggufd.api.service import ModelService
 from ggufd.engine.client import EngineClient
 from ggufd.engine.types import WorkerConfig
-from ggufd.settings import ServerSettings, physical_cores
+from ggufd.memory import MIB, total_ram
+from ggufd.pool import ModelPool, ServiceFactory
+from ggufd.settings import ModelSettings, ServerSettings, physical_cores
+
+EMBEDDING_ONLY_CELLS = 512  # an embeddings-only model needs no generation cache
 
 
-def worker_config(settings: ServerSettings, model_path: str) -> WorkerConfig:
+def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
+    kv_size, parallel = entry.kv_size, entry.parallel
+    if entry.embedding_only:
+        kv_size, parallel = EMBEDDING_ONLY_CELLS, 1
     return WorkerConfig(
-        model_path=model_path,
-        n_ctx=settings.n_ctx,
-        kv_size=settings.kv_size,
-        n_gpu_layers=settings.n_gpu_layers,
-        n_threads=settings.n_threads or physical_cores(),
-        n_batch=settings.n_batch,
-        parallel=settings.parallel,
-        seed=settings.seed,
-        verbose=settings.verbose,
-        flash_attn=settings.flash_attn,
-        prompt_cache=settings.prompt_cache,
-        cache_dir=os.path.expanduser(settings.cache_dir) if settings.cache_dir else None,
+        model_path=entry.model,
+        n_ctx=entry.n_ctx,
+        kv_size=kv_size,
+        n_gpu_layers=entry.n_gpu_layers,
+        n_threads=entry.n_threads or physical_cores(),
+        n_batch=entry.n_batch,
+        parallel=parallel,
+        seed=entry.seed,
+        verbose=verbose,
+        flash_attn=entry.flash_attn,
+        prompt_cache=entry.prompt_cache,
+        cache_dir=os.path.expanduser(entry.cache_dir) if entry.cache_dir else None,
     )
 
 
-def build_service(settings: ServerSettings) -> ModelService:
-    assert settings.model is not None
-    engine = EngineClient(worker_config(settings, settings.model))
-    model_id = ModelService.id_for(settings.model, settings.model_alias)
-    return ModelService(
-        engine,
-        model_id,
-        chat_format=settings.chat_format,
-        tool_dialect=settings.tool_dialect,
-        split_reasoning=settings.reasoning_format == "deepseek",
+def service_factory(verbose: bool) -> ServiceFactory:
+    def build(entry: ModelSettings) -> ModelService:
+        return ModelService(
+            EngineClient(worker_config(entry, verbose)),
+            entry.model_id,
+            chat_format=entry.chat_format,
+            aliases=tuple(n for n in entry.names if n != entry.model_id),
+            tool_dialect=entry.tool_dialect,
+            split_reasoning=entry.reasoning_format == "deepseek",
+            embedding=entry.embedding or entry.embedding_only,
+            embedding_only=entry.embedding_only,
+        )
+
+    return build
+
+
+def build_pool(settings: ServerSettings, entries: list[ModelSettings]) -> ModelPool:
+    budget = settings.max_memory_mb * MIB if settings.max_memory_mb else int(total_ram() * 0.8)
+    return ModelPool(
+        entries,
+        service_factory(settings.verbose),
+        max_loaded=settings.max_loaded_models,
+        max_memory_bytes=budget or None,
     )
 
 
@@ -57,17 +78,19 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("ggufd").setLevel(logging.INFO)
 
 
-def serve(settings: ServerSettings) -> int:
+def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
     _configure_logging(settings.verbose)
-    service = build_service(settings)
+    pool = build_pool(settings, entries)
     failure: list[str] = []
     config = uvicorn.Config(
         app=None,  # type: ignore[arg-type]  # set below, once the server exists
         host=settings.host,
         port=settings.port,
         log_level="info" if settings.verbose else "warning",
-        access_log=settings.verbose,
-        timeout_graceful_shutdown=30,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        ssl_keyfile=settings.ssl_keyfile,
+        ssl_certfile=settings.ssl_certfile,
     )
     server = uvicorn.Server(config)
 
@@ -75,9 +98,12 @@ def serve(settings: ServerSettings) -> int:
         failure.append(message)
         server.should_exit = True
 
-    config.app = create_app(service, on_load_failed)
+    config.app = create_app(pool, settings, on_load_failed)
+    scheme = "https" if settings.ssl_certfile else "http"
+    names = ", ".join(m.model_id for m in pool.models)
     print(
-        f"ggufd: serving {service.model_id} at http://{settings.host}:{settings.port}/v1",
+        f"ggufd: serving {names} at {scheme}://{settings.host}:{settings.port}"
+        f"{settings.root_path}/v1",
         file=sys.stderr,
         flush=True,
     )

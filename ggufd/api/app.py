@@ -1,7 +1,7 @@
-"""create_app: the FastAPI application around one ModelService.
+"""create_app: the FastAPI application around a ModelPool.
 
-The lifespan starts the model's worker in the background (so /health can answer 503
-while the model loads) and stops it on shutdown.
+The lifespan starts the pool (preloaded models load in the background, so /health can
+answer 503 while they load) and stops every model's worker on shutdown.
 """
 
 from __future__ import annotations
@@ -16,50 +16,45 @@ from fastapi import FastAPI
 from ggufd import __version__
 from ggufd.api import errors
 from ggufd.api.openai import router
-from ggufd.api.service import ModelService
+from ggufd.pool import ModelPool
+from ggufd.settings import ServerSettings
 
 log = logging.getLogger("ggufd")
 
 
 def create_app(
-    service: ModelService, on_load_failed: Callable[[str], None] | None = None
+    pool: ModelPool,
+    settings: ServerSettings | None = None,
+    on_load_failed: Callable[[str], None] | None = None,
 ) -> FastAPI:
+    settings = settings or ServerSettings()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_load(service, on_load_failed))
+        await pool.start()
+        task = asyncio.create_task(_watch_preload(pool, on_load_failed))
         try:
             yield
         finally:
             task.cancel()
-            await service.engine.stop()
+            await pool.stop()
 
     app = FastAPI(
         title="ggufd",
         version=__version__,
         description="OpenAI-compatible inference server for GGUF models",
         lifespan=lifespan,
+        root_path=settings.root_path,
     )
-    app.state.service = service
+    app.state.pool = pool
+    app.state.settings = settings
     errors.install(app)
     app.include_router(router)
     return app
 
 
-async def _load(service: ModelService, on_failed: Callable[[str], None] | None) -> None:
-    try:
-        await service.engine.start()
-    except Exception as e:
-        log.error("model failed to load: %s", e)
-        if on_failed is not None:
-            on_failed(str(e))
-        return
-    info = service.engine.info
-    if info is not None:
-        log.info(
-            "model %s ready: %s, context %d tokens (trained %d), %d parallel sequences",
-            service.model_id,
-            info.description,
-            info.n_ctx,
-            info.n_ctx_train,
-            info.parallel,
-        )
+async def _watch_preload(pool: ModelPool, on_failed: Callable[[str], None] | None) -> None:
+    """With a single model, failing to load it at start-up ends the server (status 2)."""
+    failed = await pool.wait_preloaded()
+    if failed and pool.single and on_failed is not None:
+        on_failed(failed[0].error or "the model could not be loaded")

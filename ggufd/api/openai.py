@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ggufd.api import responses as R
-from ggufd.api.errors import APIError, from_event
+from ggufd.api.errors import APIError, from_event, unavailable
 from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ggufd.api.service import ModelService, engine_error
 from ggufd.api.sse import SSE_HEADERS, EventStreamResponse
@@ -21,33 +21,42 @@ from ggufd.api.structured import chat_grammar
 from ggufd.chat.reasoning import prompt_opens_thinking
 from ggufd.engine.client import EngineError
 from ggufd.engine.types import EmbedRequest, ErrorEvent, GenerateRequest
+from ggufd.pool import ModelPool
 
 router = APIRouter()
 
 
-def _service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
-    return service
+def _pool(request: Request) -> ModelPool:
+    pool: ModelPool = request.app.state.pool
+    return pool
 
 
 @router.get("/health", tags=["server"])
 async def health(request: Request) -> JSONResponse:
-    service = _service(request)
-    service.check_ready()
-    return JSONResponse({"status": "ok"})
+    """200 when the server can serve; 503 while a model it must serve is loading or down."""
+    pool = _pool(request)
+    for m in pool.models:
+        if m.service is not None and (m in pool.preloaded() or m.state in ("down", "failed")):
+            m.service.check_ready()
+        elif m in pool.preloaded() and m.error:
+            raise unavailable(f"model {m.model_id} could not be loaded: {m.error}")
+    models = [{"id": m.model_id, "status": m.state} for m in pool.models]
+    return JSONResponse({"status": "ok", "models": models})
 
 
 @router.get("/v1/models", tags=["models"])
 async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [_service(request).model_card()]}
+    pool = _pool(request)
+    return {"object": "list", "data": [pool.card(m) for m in pool.models]}
 
 
 @router.get("/v1/models/{model_id:path}", tags=["models"])
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    service = _service(request)
-    if model_id not in (service.model_id, *service.aliases):
-        raise APIError(404, f"model {model_id!r} not found", param="model", code="model_not_found")
-    return service.model_card()
+    pool = _pool(request)
+    for m in pool.models:
+        if model_id in m.settings.names:
+            return pool.card(m)
+    raise APIError(404, f"model {model_id!r} not found", param="model", code="model_not_found")
 
 
 async def _collect_or_abort(
@@ -97,8 +106,14 @@ async def _open(
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
-    service = _service(request)
-    service.check_ready()
+    async with _pool(request).use(body.model) as service:
+        service.check_generates()
+        return await _chat(service, body, request)
+
+
+async def _chat(
+    service: ModelService, body: ChatCompletionRequest, request: Request
+) -> JSONResponse | EventStreamResponse:
     _check_n(service, body.n)
     messages = [m.to_template() for m in body.messages]
     tools = [t.model_dump(exclude_none=True) for t in body.active_tools()] or None
@@ -127,8 +142,14 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
-    service = _service(request)
-    service.check_ready()
+    async with _pool(request).use(body.model) as service:
+        service.check_generates()
+        return await _complete(service, body, request)
+
+
+async def _complete(
+    service: ModelService, body: CompletionRequest, request: Request
+) -> JSONResponse | EventStreamResponse:
     _check_n(service, body.n)
     rid = service.engine.new_id("cmpl")
     reqs = [
@@ -148,13 +169,13 @@ async def completions(
 
 @router.post("/v1/embeddings", tags=["embeddings"])
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
-    service = _service(request)
-    service.check_ready()
-    req = EmbedRequest(service.engine.new_id("embd"), body.inputs())
-    try:
-        result = await service.engine.embed(req)
-    except EngineError as e:
-        raise engine_error(e) from e
+    async with _pool(request).use(body.model) as service:
+        service.check_embeds()
+        req = EmbedRequest(service.engine.new_id("embd"), body.inputs())
+        try:
+            result = await service.engine.embed(req)
+        except EngineError as e:
+            raise engine_error(e) from e
     if isinstance(result, ErrorEvent):
         raise from_event(result)
     return JSONResponse(

@@ -28,6 +28,8 @@ class ModelService:
     aliases: tuple[str, ...] = ()
     tool_dialect: str = "auto"
     split_reasoning: bool = True
+    embedding: bool = True  # serve /v1/embeddings
+    embedding_only: bool = False  # serve nothing else
     created: int = field(default_factory=lambda: int(time.time()))
     _template: ChatTemplate | None = None
 
@@ -42,6 +44,18 @@ class ModelService:
         if state is EngineState.LOADING:
             raise unavailable("the model is loading; retry in a moment")
         raise unavailable(f"the model is not available ({self.engine.error or state.value})")
+
+    def check_generates(self) -> None:
+        if self.embedding_only:
+            raise APIError(
+                400,
+                f"model {self.model_id} serves only embeddings (/v1/embeddings)",
+                param="model",
+            )
+
+    def check_embeds(self) -> None:
+        if not self.embedding:
+            raise APIError(400, f"model {self.model_id} does not serve embeddings", param="model")
 
     def resolve(self, requested: str | None) -> str:
         """The id to answer with. With one model, any requested name is served by it."""

@@ -73,6 +73,12 @@ class EngineClient:
         self._ready = asyncio.Event()
         self._restarts = 0
         self._stopping = False
+        self.last_active = time.monotonic()  # when a request last started or ended
+
+    @property
+    def busy(self) -> bool:
+        """Whether any request is in flight."""
+        return bool(self._queues)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +195,7 @@ class EngineClient:
         their numerics, do not depend on how the messages happened to arrive.
         """
         self._check_ready()
+        self.last_active = time.monotonic()
         streams = [_EventStream(self, r.id) for r in reqs]
         try:
             self._send(("submit", tuple(reqs)))
@@ -211,6 +218,7 @@ class EngineClient:
             ev = await q.get()
         finally:
             self._queues.pop(req.id, None)
+            self.last_active = time.monotonic()
         if isinstance(ev, (EmbedResult, ErrorEvent)):
             return ev
         raise EngineError(f"unexpected event {type(ev).__name__}")
@@ -242,6 +250,7 @@ class _EventStream:
         """Forget the request (it ended): no abort is sent."""
         self._done = True
         self._client._queues.pop(self.request_id, None)
+        self._client.last_active = time.monotonic()
 
     async def aclose(self) -> None:
         if not self._done:

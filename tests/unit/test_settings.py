@@ -159,11 +159,13 @@ def test_llama_cpp_server_config(tmp_path: Path) -> None:
             {"model": "/models/b.gguf", "model_alias": "b"},
         ],
     }
-    settings = load_settings({"config_file": _write_json(tmp_path, config)})
+    settings = load_settings({"config_file": _write_json(tmp_path, config), "n_batch": 64})
     assert (settings.host, settings.port) == ("0.0.0.0", 9300)
-    assert settings.model == "/models/a.gguf"
-    assert settings.model_alias == "a"
-    assert (settings.n_ctx, settings.n_gpu_layers, settings.chat_format) == (4096, -1, "chatml")
+    a, b = settings.model_entries()
+    assert (a.model, a.model_id, a.names) == ("/models/a.gguf", "a", ("a",))
+    assert (a.n_ctx, a.n_gpu_layers, a.chat_format) == (4096, -1, "chatml")
+    assert (b.model_id, b.n_ctx, b.n_gpu_layers, b.chat_format) == ("b", None, 0, None)
+    assert a.n_batch == b.n_batch == 64  # a top-level setting is every model's default
 
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,9 +181,92 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_unknown_key_in_config(tmp_path: Path) -> None:
-    path = _write_json(tmp_path, {"port": 1, "ssl_keyfile": "x"})
-    with pytest.raises(SettingsError, match="unknown key 'ssl_keyfile'"):
+    path = _write_json(tmp_path, {"port": 1, "n_gqa": "x"})
+    with pytest.raises(SettingsError, match="unknown key 'n_gqa'"):
         load_settings({"config_file": path})
+
+
+def test_llama_cpp_server_only_keys_are_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {
+        "interrupt_requests": False,
+        "models": [{"model": "/m/a.gguf", "use_mlock": True, "n_ctx": 512}],
+    }
+    settings = load_settings({"config_file": _write_json(tmp_path, config)})
+    (entry,) = settings.model_entries()
+    assert entry.n_ctx == 512
+    assert "interrupt_requests" in caplog.text
+    assert "use_mlock" in caplog.text
+
+
+def test_models_entry_without_model(tmp_path: Path) -> None:
+    path = _write_json(tmp_path, {"models": [{"n_ctx": 512}]})
+    with pytest.raises(SettingsError, match=r"models\[0\] .* has no 'model'"):
+        load_settings({"config_file": path})
+
+
+def test_duplicate_names_are_refused(tmp_path: Path) -> None:
+    config = {
+        "models": [
+            {"model": "/m/a.gguf", "aliases": ["x"]},
+            {"model": "/n/x.gguf", "model_alias": "x"},
+        ]
+    }
+    settings = load_settings({"config_file": _write_json(tmp_path, config)})
+    with pytest.raises(SettingsError, match="two models answer to the name 'x'"):
+        settings.model_entries()
+
+
+def test_cli_model_plus_config_models(tmp_path: Path) -> None:
+    config = {"models": [{"model": "/m/b.gguf", "aliases": "bee, b2"}]}
+    settings = load_settings({"config_file": _write_json(tmp_path, config), "model": "/m/a.gguf"})
+    a, b = settings.model_entries("/default.gguf")
+    assert (a.model_id, b.model_id, b.names) == ("a.gguf", "b.gguf", ("b.gguf", "bee", "b2"))
+
+
+def test_default_model_only_when_nothing_else(tmp_path: Path) -> None:
+    (entry,) = load_settings({"model_alias": "local"}).model_entries("/d/default.gguf")
+    assert (entry.model, entry.model_id) == ("/d/default.gguf", "local")
+
+
+def test_models_dir(tmp_path: Path) -> None:
+    for name in [
+        "b.gguf",
+        "a.GGUF",
+        "notes.txt",
+        "big-00001-of-00002.gguf",
+        "big-00002-of-00002.gguf",
+    ]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.gguf").mkdir()
+    entries = load_settings({"models_dir": str(tmp_path), "n_ctx": 256}).model_entries()
+    assert [e.model_id for e in entries] == ["a.GGUF", "b.gguf", "big-00001-of-00002.gguf"]
+    assert entries[1].names == ("b.gguf", "b")
+    assert all(e.n_ctx == 256 for e in entries)
+
+
+def test_models_dir_missing(tmp_path: Path) -> None:
+    settings = load_settings({"models_dir": str(tmp_path / "nope")})
+    with pytest.raises(SettingsError, match="cannot read --models_dir"):
+        settings.model_entries()
+
+
+def test_api_keys_from_flags_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# ops\nk-file-1\n\n  k-file-2  \n")
+    assert load_settings({"api_key": ["a", "b"], "api_key_file": str(keys)}).api_keys() == [
+        "a",
+        "b",
+        "k-file-1",
+        "k-file-2",
+    ]
+    monkeypatch.setenv("GGUFD_API_KEY", "e1,e2")
+    assert load_settings({}).api_keys() == ["e1", "e2"]
+    empty = tmp_path / "empty"
+    empty.write_text("# nothing\n")
+    with pytest.raises(SettingsError, match="holds no key"):
+        load_settings({"api_key_file": str(empty)}).api_keys()
 
 
 def test_unknown_key_in_models_entry(tmp_path: Path) -> None:

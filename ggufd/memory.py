@@ -1,0 +1,92 @@
+"""Memory estimates for loading a model, read from its GGUF header (no llama.cpp needed).
+
+The model pool uses them to keep loaded models within a budget: weights (the tensor
+data in the file) plus the KV cache for the configured cells plus a compute allowance,
+split between host RAM and device memory by the share of layers offloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ggufd.gguf import GGUFHeader
+
+MIB = 1024 * 1024
+KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is F16
+COMPUTE_ALLOWANCE = 64 * MIB  # graph and output buffers; small next to weights and KV
+DEFAULT_CTX_CAP = 8192  # settings: unset n_ctx = trained context capped at this
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    ram_bytes: int
+    vram_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.ram_bytes + self.vram_bytes
+
+
+def _key(meta: dict[str, Any], arch: str, name: str) -> Any:
+    return meta.get(f"{arch}.{name}")
+
+
+def _as_int(value: Any, default: int) -> int:
+    if isinstance(value, list):  # per-layer values: take the largest
+        value = max(value) if value else None
+    return int(value) if isinstance(value, (int, float)) else default
+
+
+def kv_bytes_per_cell(header: GGUFHeader) -> int:
+    """Bytes one KV cell takes over all layers (K and V), from the header's shapes."""
+    meta = header.metadata
+    arch = header.architecture or ""
+    n_layer = _as_int(_key(meta, arch, "block_count"), 0)
+    n_embd = _as_int(_key(meta, arch, "embedding_length"), 0)
+    n_head = _as_int(_key(meta, arch, "attention.head_count"), 1) or 1
+    n_head_kv = _as_int(_key(meta, arch, "attention.head_count_kv"), n_head) or n_head
+    head_k = _as_int(_key(meta, arch, "attention.key_length"), n_embd // n_head)
+    head_v = _as_int(_key(meta, arch, "attention.value_length"), n_embd // n_head)
+    return n_layer * n_head_kv * (head_k + head_v) * KV_BYTES_PER_VALUE
+
+
+def kv_cells(header: GGUFHeader, n_ctx: int | None, kv_size: int | None) -> int:
+    """The KV cells a worker allocates for these settings (see engine/runner.py)."""
+    if kv_size:
+        return kv_size
+    trained = header.context_length or 4096
+    if n_ctx is None:
+        return min(trained, DEFAULT_CTX_CAP)
+    return n_ctx or trained
+
+
+def estimate(
+    header: GGUFHeader,
+    file_size: int,
+    n_ctx: int | None,
+    kv_size: int | None,
+    n_gpu_layers: int,
+) -> MemoryEstimate:
+    """Weights + KV cache + compute allowance, split by the share of layers offloaded."""
+    weights = max(header.data_end - header.data_start, 0) or file_size
+    kv = kv_bytes_per_cell(header) * kv_cells(header, n_ctx, kv_size)
+    total = weights + kv + COMPUTE_ALLOWANCE
+    n_layer = _as_int(_key(header.metadata, header.architecture or "", "block_count"), 0)
+    if n_gpu_layers == 0 or n_layer == 0:
+        share = 0.0
+    elif n_gpu_layers < 0 or n_gpu_layers >= n_layer:
+        share = 1.0
+    else:
+        share = n_gpu_layers / n_layer
+    vram = int((weights + kv) * share)
+    return MemoryEstimate(ram_bytes=total - vram, vram_bytes=vram)
+
+
+def total_ram() -> int:
+    """Physical memory of this machine in bytes (0 if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0

@@ -1,0 +1,326 @@
+"""ModelPool: the served models by id and alias, each loaded on demand in its own worker.
+
+It owns which models are loaded: a request's `model` picks one (any name, when only one
+model is served), an unloaded model is loaded on first use and the request waits for it,
+an idle model is unloaded after its `idle_unload_s`, and loading one more model unloads
+the least recently used idle ones while the count (`--max_loaded_models`) or the
+estimated memory (`--max_memory_mb`, from the GGUF headers) would be over budget.
+Unloading ends the model's worker process, so its memory really comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ggufd.api.errors import APIError, unavailable
+from ggufd.api.service import ModelService
+from ggufd.engine.client import EngineState
+from ggufd.gguf import GGUFHeader, ModelFileError, check_model_file
+from ggufd.memory import MIB, MemoryEstimate, estimate
+from ggufd.settings import ModelSettings
+
+log = logging.getLogger("ggufd")
+
+ServiceFactory = Callable[[ModelSettings], ModelService]
+ROOM_WAIT_S = 120.0  # how long a load waits for busy models to go idle
+REAP_INTERVAL_S = 1.0
+
+
+@dataclass
+class PooledModel:
+    """One configured model and, while it is loaded, its service (and worker)."""
+
+    settings: ModelSettings
+    header: GGUFHeader | None
+    need: MemoryEstimate
+    service: ModelService | None = None
+    load_task: asyncio.Task[None] | None = None
+    error: str | None = None
+    pending: int = 0  # requests between pool.use() and their submit
+    last_used: float = field(default_factory=time.monotonic)
+    load_seconds: float | None = None
+    loads: int = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.settings.model_id
+
+    @property
+    def state(self) -> str:
+        """unloaded, loading, ready, down (restarting after a crash) or failed."""
+        if self.service is None:
+            return "failed" if self.error else "unloaded"
+        return self.service.engine.state.value
+
+    @property
+    def busy(self) -> bool:
+        return self.pending > 0 or (self.service is not None and self.service.engine.busy)
+
+    def idle_since(self) -> float:
+        engine_time = self.service.engine.last_active if self.service else 0.0
+        return max(self.last_used, engine_time)
+
+
+def _read(settings: ModelSettings) -> tuple[GGUFHeader | None, MemoryEstimate]:
+    try:
+        header = check_model_file(settings.model)
+    except ModelFileError:
+        return None, MemoryEstimate(0, 0)
+    need = estimate(
+        header,
+        os.path.getsize(settings.model),
+        settings.n_ctx,
+        settings.kv_size,
+        settings.n_gpu_layers,
+    )
+    return header, need
+
+
+class ModelPool:
+    def __init__(
+        self,
+        entries: list[ModelSettings],
+        factory: ServiceFactory,
+        max_loaded: int | None = None,
+        max_memory_bytes: int | None = None,
+    ) -> None:
+        self._factory = factory
+        self.max_loaded = max_loaded
+        self.max_memory_bytes = max_memory_bytes
+        self.models: list[PooledModel] = [PooledModel(e, *_read(e)) for e in entries]
+        self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lookup ------------------------------------------------------------------
+    @property
+    def single(self) -> bool:
+        return len(self.models) == 1
+
+    def find(self, name: str | None) -> PooledModel:
+        """The model a request names; with one model served, any name is that model."""
+        if self.single or not name:
+            return self.models[0]
+        for m in self.models:
+            if name in m.settings.names:
+                return m
+        known = ", ".join(m.model_id for m in self.models)
+        raise APIError(
+            404,
+            f"model {name!r} not found; this server has: {known}",
+            param="model",
+            code="model_not_found",
+        )
+
+    def preloaded(self) -> list[PooledModel]:
+        return [
+            m
+            for m in self.models
+            if m.settings.preload or (m.settings.preload is None and self.single)
+        ]
+
+    # -- use ---------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, name: str | None) -> AsyncIterator[ModelService]:
+        """The named model's service, loaded; it is not unloaded while the block runs.
+
+        Once a request is submitted, the engine's own in-flight count keeps the model
+        busy, so the block only needs to cover the time up to the submit.
+        """
+        m = self.find(name)
+        m.pending += 1
+        m.last_used = time.monotonic()
+        try:
+            yield await self._ready(m)
+        finally:
+            m.pending -= 1
+            m.last_used = time.monotonic()
+
+    async def _ready(self, m: PooledModel) -> ModelService:
+        if m.service is None:
+            if m.error:
+                raise unavailable(f"model {m.model_id} could not be loaded: {m.error}")
+            async with self._lock:
+                if m.service is None:
+                    await self._make_room(m)
+                    self._start_load(m)
+        task = m.load_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        service = m.service
+        if service is None:
+            raise unavailable(f"model {m.model_id} could not be loaded: {m.error}")
+        service.check_ready()
+        return service
+
+    def _start_load(self, m: PooledModel) -> None:
+        service = self._factory(m.settings)
+        m.service, m.error = service, None
+        m.load_task = asyncio.create_task(self._load(m, service))
+
+    async def _load(self, m: PooledModel, service: ModelService) -> None:
+        t0 = time.monotonic()
+        log.info("loading model %s (%s)", m.model_id, m.settings.model)
+        try:
+            await service.engine.start()
+        except Exception as e:
+            m.error = str(e)
+            if m.service is service:
+                m.service = None
+            await service.engine.stop()
+            log.error("model %s failed to load: %s", m.model_id, e)
+            return
+        m.load_seconds = time.monotonic() - t0
+        m.loads += 1
+        info = service.engine.info
+        if info is not None:
+            log.info(
+                "model %s ready in %.1f s: %s, context %d tokens (trained %d), %d parallel",
+                m.model_id, m.load_seconds, info.description, info.n_ctx,
+                info.n_ctx_train, info.parallel,
+            )  # fmt: skip
+
+    async def unload(self, m: PooledModel, reason: str) -> None:
+        service, m.service, m.load_task = m.service, None, None
+        if service is None:
+            return
+        log.info("unloading model %s (%s)", m.model_id, reason)
+        await service.engine.stop()
+
+    # -- budget ------------------------------------------------------------------
+    def _over_budget(self, loaded: list[PooledModel], m: PooledModel) -> str | None:
+        if self.max_loaded is not None and len(loaded) + 1 > self.max_loaded:
+            return f"--max_loaded_models {self.max_loaded}"
+        if self.max_memory_bytes is not None:
+            used = sum(x.need.total for x in loaded)
+            if used + m.need.total > self.max_memory_bytes:
+                return f"--max_memory_mb {self.max_memory_bytes // MIB}"
+        return None
+
+    async def _make_room(self, m: PooledModel) -> None:
+        """Unload least recently used idle models until `m` fits the budget."""
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while True:
+            loaded = [x for x in self.models if x.service is not None and x is not m]
+            limit = self._over_budget(loaded, m)
+            if limit is None:
+                return
+            if not loaded:
+                log.warning(
+                    "model %s alone needs about %d MiB, over %s; loading it anyway",
+                    m.model_id, m.need.total // MIB, limit,
+                )  # fmt: skip
+                return
+            idle = [x for x in loaded if not x.busy and x.state != "loading"]
+            if idle:
+                victim = min(idle, key=PooledModel.idle_since)
+                await self.unload(victim, f"to make room for {m.model_id} ({limit})")
+                continue
+            if time.monotonic() > deadline:
+                raise unavailable(
+                    f"model {m.model_id} cannot be loaded now: every loaded model is busy "
+                    f"and loading one more would exceed {limit}"
+                )
+            await asyncio.sleep(0.1)
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Start loading the preloaded models and the idle reaper; returns at once."""
+        for m in self.preloaded():
+            async with self._lock:
+                if m.service is None:
+                    await self._make_room(m)
+                    self._start_load(m)
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def wait_preloaded(self) -> list[PooledModel]:
+        """Wait for the preloaded models; returns those that failed to load."""
+        tasks = [m.load_task for m in self.preloaded() if m.load_task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return [m for m in self.preloaded() if m.error]
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(self.unload(m, "shutdown") for m in self.models))
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            now = time.monotonic()
+            for m in self.models:
+                limit = m.settings.idle_unload_s
+                if (
+                    limit is not None
+                    and m.state == EngineState.READY.value
+                    and not m.busy
+                    and now - m.idle_since() >= limit
+                ):
+                    await self.unload(m, f"idle for {limit:g} s")
+
+    async def reconfigure(self, entries: list[ModelSettings]) -> dict[str, list[str]]:
+        """Serve a new model list: unchanged models stay loaded, changed ones reload.
+
+        Returns the ids kept, added, changed and removed. A removed or changed model's
+        running requests finish on its old worker before that worker stops.
+        """
+        old = {m.model_id: m for m in self.models}
+        report: dict[str, list[str]] = {"kept": [], "added": [], "changed": [], "removed": []}
+        models: list[PooledModel] = []
+        retire: list[PooledModel] = []
+        for e in entries:
+            prev = old.pop(e.model_id, None)
+            if prev is not None and prev.settings == e and prev.error is None:
+                models.append(prev)
+                report["kept"].append(e.model_id)
+                continue
+            models.append(PooledModel(e, *_read(e)))
+            report["changed" if prev else "added"].append(e.model_id)
+            if prev is not None:
+                retire.append(prev)
+        retire.extend(old.values())
+        report["removed"] = list(old)
+        async with self._lock:
+            self.models = models
+        for m in retire:
+            task = asyncio.create_task(self._retire(m))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        for m in self.preloaded():
+            if m.service is None and m.error is None:
+                async with self._lock:
+                    await self._make_room(m)
+                    self._start_load(m)
+        return report
+
+    async def _retire(self, m: PooledModel) -> None:
+        while m.busy:
+            await asyncio.sleep(0.2)
+        await self.unload(m, "removed or changed by a config reload")
+
+    # -- reporting ---------------------------------------------------------------
+    def card(self, m: PooledModel) -> dict[str, Any]:
+        card: dict[str, Any]
+        if m.service is not None:
+            card = m.service.model_card()
+        else:
+            card = {"id": m.model_id, "object": "model", "created": 0, "owned_by": "ggufd"}
+            if m.header is not None and m.header.context_length:
+                card["meta"] = {"n_ctx_train": m.header.context_length}
+        card["status"] = m.state
+        if m.error:
+            card["error"] = m.error
+        aliases = [n for n in m.settings.names if n != m.model_id]
+        if aliases:
+            card["aliases"] = aliases
+        card["memory_mb"] = {"ram": m.need.ram_bytes // MIB, "vram": m.need.vram_bytes // MIB}
+        if m.load_seconds is not None:
+            card["load_seconds"] = round(m.load_seconds, 3)
+        return card
