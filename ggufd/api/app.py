@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from ggufd import __version__
 from ggufd.api import errors
+from ggufd.api.auth import install_access
+from ggufd.api.metrics import install_observability
 from ggufd.api.openai import router
 from ggufd.pool import ModelPool
 from ggufd.settings import ServerSettings
@@ -50,6 +52,8 @@ def create_app(
     app.state.settings = settings
     errors.install(app)
     app.include_router(router)
+    install_observability(app, settings)
+    install_access(app, settings)  # outermost: CORS preflights and keys come first
     return app
 
 
