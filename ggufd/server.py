@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -78,7 +81,16 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("ggufd").setLevel(logging.INFO)
 
 
-def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
+Reloader = Callable[[], tuple[ServerSettings, list[ModelSettings]]]
+
+
+def _after_drain(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal after its graceful shutdown; that is no error."""
+
+
+def serve(
+    settings: ServerSettings, entries: list[ModelSettings], reloader: Reloader | None = None
+) -> int:
     _configure_logging(settings.verbose)
     pool = build_pool(settings, entries)
     failure: list[str] = []
@@ -88,7 +100,8 @@ def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
         port=settings.port,
         log_level="info" if settings.verbose else "warning",
         access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        # (a float works: uvicorn hands it to asyncio.wait_for)
+        timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
         ssl_keyfile=settings.ssl_keyfile,
         ssl_certfile=settings.ssl_certfile,
     )
@@ -98,7 +111,9 @@ def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
         failure.append(message)
         server.should_exit = True
 
-    config.app = create_app(pool, settings, on_load_failed)
+    app = create_app(pool, settings, on_load_failed)
+    app.state.reloader = reloader
+    config.app = app
     scheme = "https" if settings.ssl_certfile else "http"
     names = ", ".join(m.model_id for m in pool.models)
     print(
@@ -107,6 +122,11 @@ def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
         file=sys.stderr,
         flush=True,
     )
+    # SIGTERM/SIGINT: uvicorn stops accepting, lets running requests finish (at most
+    # --drain_timeout_s), the lifespan stops the workers, and then it re-raises the
+    # signal, which must not kill the process at that point: exit status 0.
+    signal.signal(signal.SIGTERM, _after_drain)
+    signal.signal(signal.SIGINT, _after_drain)
     server.run()
     if failure:
         print(f"ggufd: error: {failure[0]}", file=sys.stderr, flush=True)

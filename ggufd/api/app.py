@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
 from ggufd import __version__
 from ggufd.api import errors
+from ggufd.api.admin import reload_config
+from ggufd.api.admin import router as admin_router
 from ggufd.api.auth import install_access
 from ggufd.api.metrics import install_observability
 from ggufd.api.openai import router
@@ -35,9 +38,12 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await pool.start()
         task = asyncio.create_task(_watch_preload(pool, on_load_failed))
+        hup = _on_sighup(app)
         try:
             yield
         finally:
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             task.cancel()
             await pool.stop()
 
@@ -52,6 +58,7 @@ def create_app(
     app.state.settings = settings
     errors.install(app)
     app.include_router(router)
+    app.include_router(admin_router)
     install_observability(app, settings)
     install_access(app, settings)  # outermost: CORS preflights and keys come first
     return app
@@ -62,3 +69,27 @@ async def _watch_preload(pool: ModelPool, on_failed: Callable[[str], None] | Non
     failed = await pool.wait_preloaded()
     if failed and pool.single and on_failed is not None:
         on_failed(failed[0].error or "the model could not be loaded")
+
+
+def _on_sighup(app: FastAPI) -> bool:
+    """Reload the configuration on SIGHUP (only where the app runs in the main thread)."""
+    if getattr(app.state, "reloader", None) is None:
+        return False
+    background: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await reload_config(app)
+        except Exception as e:
+            log.error("SIGHUP: %s", getattr(e, "message", e))
+
+    def handle() -> None:
+        task = asyncio.create_task(reload())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handle)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return False
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import signal
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -351,7 +352,14 @@ def _handle(worker: Worker, msg: tuple[str, Any]) -> bool:
 
 
 def run(conn: Connection, cfg: WorkerConfig) -> None:
-    """Entry point of the worker process."""
+    """Entry point of the worker process.
+
+    SIGINT and SIGTERM are ignored: Ctrl+C and systemd's stop signal the whole process
+    group, and the API process drains running requests before it stops its workers with
+    a "stop" message. A parent that dies closes the pipe, which ends the worker too.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         runner = Runner(cfg)
     except LoadError as e:
