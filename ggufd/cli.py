@@ -181,21 +181,43 @@ def check_chat_format(chat_format: str | None) -> None:
         fail(str(exc))
 
 
-def resolve_models(settings: ServerSettings) -> list[ModelSettings]:
-    """The models to serve, each file checked and each chat format known; fail otherwise."""
-    try:
-        entries = settings.model_entries(default_model_path())
-    except SettingsError as exc:
-        fail(str(exc))
+def load_models(settings: ServerSettings) -> list[ModelSettings]:
+    """The models to serve, each file checked and each chat format known.
+
+    Raises SettingsError or ModelFileError (one-line messages) when one is unusable.
+    """
+    entries = settings.model_entries(default_model_path())
     if not entries:
-        fail(NO_DEFAULT_MODEL)
+        raise SettingsError(NO_DEFAULT_MODEL)
+    template = importlib.import_module("ggufd.chat.template")
     for entry in entries:
-        check_chat_format(entry.chat_format)
-        try:
-            check_model_file(entry.model)
-        except ModelFileError as exc:
-            fail(str(exc))
+        if entry.chat_format is not None:
+            try:
+                template.resolve_template(entry.chat_format, None)
+            except template.UnknownChatFormat as exc:
+                raise SettingsError(f"model {entry.model_id}: {exc}") from None
+        check_model_file(entry.model)
     return entries
+
+
+def resolve_models(settings: ServerSettings) -> list[ModelSettings]:
+    """load_models, failing with one line (exit status 2) instead of raising."""
+    try:
+        return load_models(settings)
+    except (SettingsError, ModelFileError) as exc:
+        fail(str(exc))
+
+
+def make_reloader(
+    cli_values: dict[str, Any],
+) -> Callable[[], tuple[ServerSettings, list[ModelSettings]]]:
+    """What SIGHUP and /admin/reload run: the same flags, the config file read again."""
+
+    def reload() -> tuple[ServerSettings, list[ModelSettings]]:
+        settings = load_settings(dict(cli_values))
+        return settings, load_models(settings)
+
+    return reload
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,9 +227,12 @@ def main(argv: list[str] | None = None) -> None:
         # Imported lazily, like the server: only ``ggufd service ...`` needs it.
         service = importlib.import_module("ggufd.systemd")
         sys.exit(service.main(args[1:]))
-    settings = parse_settings(argv)
+    cli_values = vars(build_parser().parse_args(args))
+    try:
+        settings = load_settings(dict(cli_values))
+    except SettingsError as exc:
+        fail(str(exc))
     entries = resolve_models(settings)
     # Imported lazily: the server pulls in the engine, which --help and errors never need.
     server = importlib.import_module("ggufd.server")
-    serve: Callable[[ServerSettings, list[ModelSettings]], int] = server.serve
-    sys.exit(serve(settings, entries))
+    sys.exit(server.serve(settings, entries, make_reloader(cli_values)))

@@ -44,7 +44,7 @@ def served(monkeypatch: pytest.MonkeyPatch, models: list[ModelSettings]) -> list
     """Install a fake ggufd.server whose serve() records its settings and returns 0."""
     calls: list[ServerSettings] = []
 
-    def serve(settings: ServerSettings, entries: list[ModelSettings]) -> int:
+    def serve(settings: ServerSettings, entries: list[ModelSettings], reloader: object) -> int:
         calls.append(settings)
         models.extend(entries)
         return 0
@@ -237,7 +237,7 @@ def test_default_model_is_used(
 
 def test_serve_exit_code_is_passed_on(model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("ggufd.server")
-    fake.serve = lambda settings, entries: 3  # type: ignore[attr-defined]
+    fake.serve = lambda settings, entries, reloader: 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ggufd.server", fake)
     assert _exit_code(["--model", model_file]) == 3
 
