@@ -54,10 +54,11 @@ class PooledModel:
 
     @property
     def state(self) -> str:
-        """unloaded, loading, ready, down (restarting after a crash) or failed."""
+        """unloaded, loading, loaded, down (restarting after a crash) or failed."""
         if self.service is None:
             return "failed" if self.error else "unloaded"
-        return self.service.engine.state.value
+        state = self.service.engine.state
+        return "loaded" if state is EngineState.READY else state.value
 
     @property
     def busy(self) -> bool:
@@ -259,7 +260,7 @@ class ModelPool:
                 limit = m.settings.idle_unload_s
                 if (
                     limit is not None
-                    and m.state == EngineState.READY.value
+                    and m.state == "loaded"
                     and not m.busy
                     and now - m.idle_since() >= limit
                 ):

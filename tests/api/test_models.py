@@ -95,13 +95,13 @@ def test_two_models_served_by_alias_at_once(two_models: RunningServer) -> None:
     gemma = chat(client, "gemma")
     assert gemma.model == "gemma"
     assert gemma.usage is not None and gemma.usage.completion_tokens > 0
-    assert states(http) == {"smol": "ready", "gemma": "ready", "embedder": "unloaded"}
+    assert states(http) == {"smol": "loaded", "gemma": "loaded", "embedder": "unloaded"}
     assert len(children(two_models.proc.pid)) == 2  # one worker process per model
     # Different models, different tokenizers: the same prompt counts differently.
     assert smol.usage is not None and smol.usage.prompt_tokens != gemma.usage.prompt_tokens
     health = http.get("/health")
     assert health.status_code == 200
-    assert {m["id"]: m["status"] for m in health.json()["models"]}["gemma"] == "ready"
+    assert {m["id"]: m["status"] for m in health.json()["models"]}["gemma"] == "loaded"
 
 
 def test_unknown_model_is_404_listing_the_models(two_models: RunningServer) -> None:
@@ -131,12 +131,12 @@ def test_idle_unload_and_reload(smollm2_path: str, tmp_path: Path) -> None:
     with start_server(["--config_file", config(tmp_path, data)]) as srv:
         http = httpx.Client(base_url=srv.base_url, timeout=TIMEOUT)
         client = openai.OpenAI(base_url=srv.v1, api_key="x", timeout=TIMEOUT, max_retries=0)
-        wait_for(lambda: states(http)["smol"] == "ready")  # a single model is preloaded
+        wait_for(lambda: states(http)["smol"] == "loaded")  # a single model is preloaded
         (worker,) = children(srv.proc.pid)
         wait_for(lambda: states(http)["smol"] == "unloaded", timeout=30)
         wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=30)  # memory back
         assert chat(client, "smol").choices[0].message.content  # loads again on use
-        assert states(http)["smol"] == "ready"
+        assert states(http)["smol"] == "loaded"
         (again,) = children(srv.proc.pid)
         assert again != worker
         card = http.get("/v1/models/smol").json()
@@ -158,15 +158,15 @@ def test_least_recently_used_model_is_evicted(
         http = httpx.Client(base_url=srv.base_url, timeout=TIMEOUT)
         client = openai.OpenAI(base_url=srv.v1, api_key="x", timeout=TIMEOUT, max_retries=0)
         chat(client, "smol")
-        assert states(http) == {"smol": "ready", "gemma": "unloaded"}
+        assert states(http) == {"smol": "loaded", "gemma": "unloaded"}
         chat(client, "gemma")
-        assert states(http) == {"smol": "unloaded", "gemma": "ready"}
+        assert states(http) == {"smol": "unloaded", "gemma": "loaded"}
         assert len(children(srv.proc.pid)) == 1
         assert "unloading model smol (to make room for gemma (--max_loaded_models 1))" in (
             srv.output()
         )
         chat(client, "smol")
-        assert states(http) == {"smol": "ready", "gemma": "unloaded"}
+        assert states(http) == {"smol": "loaded", "gemma": "unloaded"}
 
 
 def test_memory_budget_evicts(smollm2_path: str, gemma_path: str, tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_memory_budget_evicts(smollm2_path: str, gemma_path: str, tmp_path: Path
         assert needs["smol"] + needs["gemma"] > 400 >= max(needs.values())
         chat(client, "smol")
         chat(client, "gemma")
-        assert states(http) == {"smol": "unloaded", "gemma": "ready"}
+        assert states(http) == {"smol": "unloaded", "gemma": "loaded"}
         assert "--max_memory_mb 400" in srv.output()
 
 

@@ -106,7 +106,7 @@ async def test_loads_on_first_use_once() -> None:
     s1, s2 = await asyncio.gather(use(pool, "a"), use(pool, "a"))
     assert s1 is s2
     assert len(factory.built) == 1
-    assert pool.models[0].state == "ready"
+    assert pool.models[0].state == "loaded"
     assert pool.models[0].load_seconds is not None
     assert pool.models[1].state == "unloaded"
     await pool.stop()
@@ -120,7 +120,7 @@ async def test_max_loaded_unloads_the_least_recently_used_idle_model() -> None:
     await use(pool, "a")  # a is now more recent than b
     await use(pool, "c")
     assert factory.loaded() == ["/m/a.gguf", "/m/c.gguf"]
-    assert [m.state for m in pool.models] == ["ready", "unloaded", "ready"]
+    assert [m.state for m in pool.models] == ["loaded", "unloaded", "loaded"]
     await use(pool, "b")  # reloads b, unloading a (used before c)
     assert factory.loaded() == ["/m/b.gguf", "/m/c.gguf"]
     assert len(factory.built) == 4
@@ -171,14 +171,14 @@ async def test_idle_unload_and_reload(monkeypatch: pytest.MonkeyPatch) -> None:
     a_engine = factory.built[0]
     a_engine.busy = True  # busy models are never idle
     await asyncio.sleep(0.4)
-    assert pool.models[0].state == "ready"
+    assert pool.models[0].state == "loaded"
     a_engine.busy = False
     a_engine.last_active = time.monotonic()
     await asyncio.sleep(0.5)
     assert pool.models[0].state == "unloaded"
     assert a_engine.stopped
     await use(pool, "a")
-    assert pool.models[0].state == "ready"
+    assert pool.models[0].state == "loaded"
     assert pool.models[0].loads == 2
     await pool.stop()
 
@@ -199,7 +199,7 @@ async def test_single_model_is_preloaded() -> None:
     pool, _factory = make(("a",))
     await pool.start()
     assert await pool.wait_preloaded() == []
-    assert pool.models[0].state == "ready"
+    assert pool.models[0].state == "loaded"
     await pool.stop()
     many, factory2 = make(("a", "b"))
     await many.start()
