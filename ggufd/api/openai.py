@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ggufd.api import responses as R
+from ggufd.api.access_log import RequestRecord, request_record
 from ggufd.api.errors import APIError, from_event, unavailable
 from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ggufd.api.service import ModelService, engine_error
@@ -83,6 +84,13 @@ async def _collect_or_abort(
             await R.close_all(streams)
 
 
+def _record(request: Request, service: ModelService, stream: bool | None) -> RequestRecord:
+    """The request's log/metrics record, now that its model is known."""
+    rec = request_record(request)
+    rec.model, rec.stream = service.model_id, stream
+    return rec
+
+
 def _check_n(service: ModelService, n: int) -> None:
     info = service.engine.info
     if info is not None and n > info.parallel:
@@ -107,6 +115,7 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
     async with _pool(request).use(body.model) as service:
+        _record(request, service, body.stream)
         service.check_generates()
         return await _chat(service, body, request)
 
@@ -127,9 +136,12 @@ async def _chat(
         legacy_functions=body.legacy_functions,
     )
     rid = service.engine.new_id("chatcmpl")
+    rec = request_record(request)
+    rec.request_id, rec.prompt = rid, prompt
     stop = service.template.stop
     reqs = [body.to_generate(f"{rid}-{i}", prompt, i, stop, grammar) for i in range(body.n)]
     streams, choices = await _open(service, reqs)
+    rec.streams, rec.choices, rec.n_per_prompt = streams, choices, len(choices)
     meta = R.Meta.new(rid, service.resolve(body.model))
     if body.stream:
         gen = R.chat_sse(meta, streams, choices, body.include_usage, spec)
@@ -143,6 +155,7 @@ async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
     async with _pool(request).use(body.model) as service:
+        _record(request, service, body.stream)
         service.check_generates()
         return await _complete(service, body, request)
 
@@ -152,12 +165,15 @@ async def _complete(
 ) -> JSONResponse | EventStreamResponse:
     _check_n(service, body.n)
     rid = service.engine.new_id("cmpl")
+    rec = request_record(request)
+    rec.request_id, rec.prompt = rid, body.prompts()
     reqs = [
         body.to_generate(f"{rid}-{p}-{i}", prompt, i)
         for p, prompt in enumerate(body.prompts())
         for i in range(body.n)
     ]
     streams, choices = await _open(service, reqs)
+    rec.streams, rec.choices, rec.n_per_prompt = streams, choices, body.n
     meta = R.Meta.new(rid, service.resolve(body.model))
     want_lp = body.logprobs is not None
     if body.stream:
@@ -170,14 +186,17 @@ async def _complete(
 @router.post("/v1/embeddings", tags=["embeddings"])
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     async with _pool(request).use(body.model) as service:
+        rec = _record(request, service, None)
         service.check_embeds()
         req = EmbedRequest(service.engine.new_id("embd"), body.inputs())
+        rec.request_id, rec.prompt = req.id, req.inputs
         try:
             result = await service.engine.embed(req)
         except EngineError as e:
             raise engine_error(e) from e
     if isinstance(result, ErrorEvent):
         raise from_event(result)
+    rec.embed_tokens = result.prompt_tokens
     return JSONResponse(
         R.embeddings_json(result, service.resolve(body.model), body.encoding_format)
     )

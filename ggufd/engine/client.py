@@ -1,10 +1,13 @@
 """EngineClient: the API's handle on one model's worker process.
 
 The API knows four things: `submit` (an async iterator of events), `abort`, `embed`
-and `state`. The worker runs in its own process (spawned, so llama.cpp never shares the
-API's address space); a reader thread receives its messages and hands them to the event
-loop. If the worker dies, every in-flight request gets an ENGINE_DOWN error at once and
-the worker is restarted with backoff.
+and `state`; `stats()` asks the worker for its scheduler's state (for /metrics), and
+every submitted stream keeps its own timings and token counts (`_EventStream.stats`).
+
+The worker runs in its own process (spawned, so llama.cpp never shares the API's address
+space); a reader thread receives its messages and hands them to the event loop. If the
+worker dies, every in-flight request gets an ENGINE_DOWN error at once and the worker is
+restarted with backoff.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import multiprocessing as mp
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from enum import Enum
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ggufd.engine.types import (
+    Accepted,
     EmbedRequest,
     EmbedResult,
+    EngineStats,
     ErrorEvent,
     ErrorKind,
     Event,
@@ -73,6 +79,8 @@ class EngineClient:
         self._ready = asyncio.Event()
         self._restarts = 0
         self._stopping = False
+        self._stats_ids = itertools.count()
+        self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
         self.last_active = time.monotonic()  # when a request last started or ended
 
     @property
@@ -132,6 +140,11 @@ class EngineClient:
                     q.put_nowait(ev)
                     if isinstance(ev, TokenEvent) and ev.finish_reason is not None:
                         self._restarts = 0
+        elif kind == "stats":
+            query_id, stats = payload
+            waiter = self._stats_waiters.get(query_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(stats)
         elif kind == "ready":
             self.info = payload
             self.state = EngineState.READY
@@ -146,6 +159,9 @@ class EngineClient:
             q.put_nowait(
                 ErrorEvent(rid, ErrorKind.ENGINE_DOWN, f"the model worker exited ({exitcode})")
             )
+        for waiter in self._stats_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(EngineError(f"the model worker exited ({exitcode})"))
         self._conn = None
         if self._stopping or self.state is EngineState.FAILED:
             return
@@ -223,6 +239,68 @@ class EngineClient:
             return ev
         raise EngineError(f"unexpected event {type(ev).__name__}")
 
+    async def stats(self) -> EngineStats:
+        """The worker's scheduler state, answered between two decode steps.
+
+        Raises EngineError when the worker is not running. A long step delays the answer:
+        callers bound the wait (``asyncio.wait_for``).
+        """
+        self._check_ready()
+        query_id = next(self._stats_ids)
+        waiter: asyncio.Future[EngineStats] = asyncio.get_running_loop().create_future()
+        self._stats_waiters[query_id] = waiter
+        try:
+            try:
+                self._send(("stats", query_id))
+            except (OSError, ValueError) as e:
+                raise EngineError(f"the model worker is not reachable ({e})") from e
+            return await waiter
+        finally:
+            self._stats_waiters.pop(query_id, None)
+
+
+@dataclass
+class StreamStats:
+    """Timings (time.monotonic) and token counts of one stream, as its events are read."""
+
+    submitted: float
+    first_token: float | None = None  # the first event carrying a generated token
+    ended: float | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # stop, length, abort (closed early) or error
+
+    def see(self, ev: Event, now: float) -> None:
+        if isinstance(ev, Accepted):
+            self.prompt_tokens = ev.prompt_tokens
+        elif isinstance(ev, TokenEvent):
+            if self.first_token is None and ev.completion_tokens > 0:
+                self.first_token = now
+            self.completion_tokens = max(self.completion_tokens, ev.completion_tokens)
+            if ev.finish_reason is not None:
+                self.cached_tokens = ev.cached_tokens
+                self.finish_reason = ev.finish_reason.value
+                self.ended = now
+        elif isinstance(ev, ErrorEvent):
+            self.finish_reason, self.ended = "error", now
+
+    def closed(self, now: float) -> None:
+        if self.ended is None:
+            self.finish_reason, self.ended = "abort", now
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from submit to the first generated token."""
+        return None if self.first_token is None else self.first_token - self.submitted
+
+    @property
+    def decode(self) -> tuple[float, int] | None:
+        """(seconds, tokens) after the first token, when there were at least two."""
+        if self.first_token is None or self.ended is None or self.completion_tokens < 2:
+            return None
+        return self.ended - self.first_token, self.completion_tokens - 1
+
 
 class _EventStream:
     """The events of one submitted request; closing it before the end aborts the request."""
@@ -232,6 +310,7 @@ class _EventStream:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         client._queues[request_id] = self._queue
         self._done = False
+        self.stats = StreamStats(submitted=time.monotonic())
 
     def __aiter__(self) -> _EventStream:
         return self
@@ -240,6 +319,7 @@ class _EventStream:
         if self._done:
             raise StopAsyncIteration
         ev = await self._queue.get()
+        self.stats.see(ev, time.monotonic())
         if isinstance(ev, ErrorEvent) or (
             isinstance(ev, TokenEvent) and ev.finish_reason is not None
         ):
@@ -254,5 +334,6 @@ class _EventStream:
 
     async def aclose(self) -> None:
         if not self._done:
+            self.stats.closed(time.monotonic())
             self.release()
             self._client.abort(self.request_id)

@@ -135,6 +135,18 @@ Event = Accepted | PromptLogprobs | TokenEvent | ErrorEvent | EmbedResult
 
 
 @dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of a worker's scheduler (the answer to a "stats" message), for /metrics."""
+
+    waiting: int  # requests the worker holds that wait for a slot or for cache cells
+    running: int  # sequences on a slot: computing their prompt or generating
+    slots: int  # sequences that can run at once (--parallel)
+    kv_used: int  # KV cache cells held, idle slots' cached prefixes included
+    kv_idle: int  # of kv_used, the cells of idle slots (prefixes kept for reuse)
+    kv_size: int  # KV cache cells in all
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the worker tells the API once its model is loaded."""
 

@@ -1,8 +1,9 @@
 """The worker process of one model: receives requests over a pipe, runs the batching loop.
 
 Messages in (from EngineClient): ("submit", (GenerateRequest, ...)), admitted together;
-("abort", request_id), ("embed", EmbedRequest), ("stop", None). Messages out: ("ready", ModelInfo),
-("failed", message), and ("events", [Event, ...]) once per loop iteration.
+("abort", request_id), ("embed", EmbedRequest), ("stats", query_id), ("stop", None).
+Messages out: ("ready", ModelInfo), ("failed", message), ("events", [Event, ...]) once per
+loop iteration, and ("stats", (query_id, EngineStats)) answering a stats query.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
     EmbedResult,
+    EngineStats,
     ErrorEvent,
     ErrorKind,
     Event,
@@ -66,6 +68,7 @@ class Worker:
         self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch, cfg.prompt_cache)
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
+        self.replies: list[tuple[str, Any]] = []  # answers to queries, sent after the events
         self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None
         self._stalled = 0  # consecutive steps that had work but decoded nothing
         self.disk: DiskCache | None = None
@@ -168,6 +171,18 @@ class Worker:
             vectors.append(tuple(r.embed(toks)))
             total += len(toks)
         self.events.append(EmbedResult(req.id, tuple(vectors), total))
+
+    def stats(self) -> EngineStats:
+        sched = self.sched
+        idle = sum(len(s.cached) for s in sched.slots if s.seq is None)
+        return EngineStats(
+            waiting=len(sched.waiting),
+            running=len(sched.running),
+            slots=len(sched.slots),
+            kv_used=sched.used_cells(),
+            kv_idle=idle,
+            kv_size=sched.kv_size,
+        )
 
     # -- the on-disk cache ---------------------------------------------------------
     def _restore(self) -> None:
@@ -336,6 +351,10 @@ class Worker:
         out, self.events = self.events, []
         return out
 
+    def drain_replies(self) -> list[tuple[str, Any]]:
+        out, self.replies = self.replies, []
+        return out
+
 
 def _handle(worker: Worker, msg: tuple[str, Any]) -> bool:
     kind, payload = msg
@@ -346,6 +365,8 @@ def _handle(worker: Worker, msg: tuple[str, Any]) -> bool:
         worker.abort(payload)
     elif kind == "embed":
         worker.embed(payload)
+    elif kind == "stats":
+        worker.replies.append(("stats", (payload, worker.stats())))
     elif kind == "stop":
         return False
     return True
@@ -381,6 +402,8 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
             events = worker.drain_events()
             if events:
                 conn.send(("events", events))
+            for reply in worker.drain_replies():
+                conn.send(reply)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     finally:

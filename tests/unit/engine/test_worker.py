@@ -21,6 +21,7 @@ from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
     EmbedResult,
+    EngineStats,
     ErrorEvent,
     ErrorKind,
     Event,
@@ -655,3 +656,21 @@ def test_a_scheduler_that_makes_no_progress_fails_requests_instead_of_hanging(
     (ev,) = w.drain_events()
     assert isinstance(ev, ErrorEvent) and ev.request_id == "stuck"
     assert ev.kind is ErrorKind.INTERNAL and not w.active
+
+
+def test_stats_message_reports_the_scheduler(scripts: dict[int, list[int]]) -> None:
+    scripts.update({1: [*toks("ab"), EOS], 2: [*toks("cd"), EOS], 3: [*toks("e"), EOS]})
+    w = make_worker(FakeRunner(n_ctx=64), parallel=2)
+    for rid, seed in (("one", 1), ("two", 2), ("three", 3)):
+        w.submit(request(rid, "abc", seed=seed))
+    w.step()  # two prompts (BOS + "abc") computed on the two slots; the third waits
+    assert _handle(w, ("stats", 7))
+    assert w.drain_replies() == [
+        ("stats", (7, EngineStats(waiting=1, running=2, slots=2, kv_used=8, kv_idle=0, kv_size=64)))
+    ]
+    assert w.drain_replies() == []
+    run(w)
+    _handle(w, ("stats", 8))
+    [(kind, (query, stats))] = w.drain_replies()
+    assert (kind, query, stats.waiting, stats.running) == ("stats", 8, 0, 0)
+    assert stats.kv_used == stats.kv_idle > 0  # the idle slots keep their caches

@@ -1,0 +1,90 @@
+"""EngineClient's bookkeeping for /metrics and the request log, without a worker process:
+per-stream timings and token counts, and the stats query to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from ggufd.engine.client import EngineClient, EngineError, EngineState, _EventStream
+from ggufd.engine.types import (
+    Accepted,
+    EngineStats,
+    ErrorEvent,
+    ErrorKind,
+    FinishReason,
+    TokenEvent,
+    WorkerConfig,
+)
+
+STATS = EngineStats(waiting=1, running=2, slots=4, kv_used=30, kv_idle=10, kv_size=256)
+
+
+def client() -> EngineClient:
+    return EngineClient(WorkerConfig(model_path="fake.gguf"))
+
+
+async def test_a_stream_records_its_timings_and_token_counts() -> None:
+    c = client()
+    stream = _EventStream(c, "r")
+    c._on_message("events", [Accepted("r", 12)])
+    await anext(stream)
+    await asyncio.sleep(0.02)
+    c._on_message("events", [TokenEvent("r", "", 1, completion_tokens=1)])  # held back text
+    await anext(stream)
+    await asyncio.sleep(0.02)
+    c._on_message("events", [TokenEvent("r", "Hi", 1, (), FinishReason.LENGTH, 3, 8)])
+    await anext(stream)
+    s = stream.stats
+    assert (s.prompt_tokens, s.cached_tokens, s.completion_tokens) == (12, 8, 3)
+    assert s.finish_reason == "length"
+    assert s.ttft is not None and s.ttft >= 0.015
+    decode = s.decode
+    assert decode is not None and decode[1] == 2 and decode[0] >= 0.015
+    assert s.ended is not None and s.ended - s.submitted >= 0.03
+
+
+async def test_a_stream_closed_early_is_an_abort_and_an_error_is_an_error() -> None:
+    c = client()
+    early, failing = _EventStream(c, "a"), _EventStream(c, "b")
+    c._on_message("events", [Accepted("a", 3), ErrorEvent("b", ErrorKind.INTERNAL, "x")])
+    await anext(early)
+    await early.aclose()
+    assert early.stats.finish_reason == "abort" and early.stats.ttft is None
+    await anext(failing)
+    assert failing.stats.finish_reason == "error" and failing.stats.decode is None
+
+
+async def test_stats_asks_the_worker_and_waits_for_its_answer() -> None:
+    c = client()
+    c.state = EngineState.READY
+    sent: list[tuple[str, Any]] = []
+
+    def answer(msg: tuple[str, Any]) -> None:
+        sent.append(msg)
+        asyncio.get_running_loop().call_later(0.01, c._on_message, "stats", (msg[1], STATS))
+
+    c._send = answer  # type: ignore[method-assign]
+    first, second = await asyncio.gather(c.stats(), c.stats())
+    assert first == second == STATS
+    assert [kind for kind, _ in sent] == ["stats", "stats"] and sent[0][1] != sent[1][1]
+    assert not c._stats_waiters
+
+
+async def test_stats_fails_when_the_worker_is_not_there() -> None:
+    c = client()
+    with pytest.raises(EngineError):  # still loading
+        await c.stats()
+    c.state = EngineState.READY
+    with pytest.raises(EngineError):  # no pipe
+        await c.stats()
+    c._send = lambda msg: None  # type: ignore[method-assign]  # the worker never answers
+    c._stopping = True
+    pending = asyncio.ensure_future(c.stats())
+    await asyncio.sleep(0)
+    c._on_exit(-9)
+    with pytest.raises(EngineError, match="exited"):
+        await pending
