@@ -223,6 +223,11 @@ def make_reloader(
 def main(argv: list[str] | None = None) -> None:
     """Run ggufd: parse settings, check the model files, then serve until stopped."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "devices":
+        # Loads llama.cpp (in this process): only this command and the workers do.
+        devices = importlib.import_module("ggufd.engine.devices")
+        print(devices.report())
+        sys.exit(0)
     if args and args[0] == "service":
         # Imported lazily, like the server: only ``ggufd service ...`` needs it.
         service = importlib.import_module("ggufd.systemd")

@@ -67,7 +67,7 @@ def estimate(
     file_size: int,
     n_ctx: int | None,
     kv_size: int | None,
-    n_gpu_layers: int,
+    n_gpu_layers: int | str,
 ) -> MemoryEstimate:
     """Weights + KV cache + compute allowance, split by the share of layers offloaded."""
     weights = max(header.data_end - header.data_start, 0) or file_size
@@ -76,7 +76,8 @@ def estimate(
     n_layer = _as_int(_key(header.metadata, header.architecture or "", "block_count"), 0)
     if n_gpu_layers == 0 or n_layer == 0:
         share = 0.0
-    elif n_gpu_layers < 0 or n_gpu_layers >= n_layer:
+    # "auto" offloads as much as fits: count it all as device memory
+    elif isinstance(n_gpu_layers, str) or n_gpu_layers < 0 or n_gpu_layers >= n_layer:
         share = 1.0
     else:
         share = n_gpu_layers / n_layer

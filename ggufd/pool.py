@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from ggufd.api.errors import APIError, unavailable
 from ggufd.api.service import ModelService
 from ggufd.engine.client import EngineState
+from ggufd.engine.types import Offload
 from ggufd.gguf import GGUFHeader, ModelFileError, check_model_file
 from ggufd.memory import MIB, MemoryEstimate, estimate
 from ggufd.settings import ModelSettings
@@ -64,9 +66,23 @@ class PooledModel:
     def busy(self) -> bool:
         return self.pending > 0 or (self.service is not None and self.service.engine.busy)
 
+    def placement(self) -> dict[str, Any]:
+        """Where its layers went ({} while it is not loaded)."""
+        info = self.service.engine.info if self.service is not None else None
+        if info is None or info.offload is None:
+            return {}
+        return {"offload": dataclasses.asdict(info.offload)}
+
     def idle_since(self) -> float:
         engine_time = self.service.engine.last_active if self.service else 0.0
         return max(self.last_used, engine_time)
+
+
+def placement(offload: Offload | None) -> str:
+    """Where a model's layers are, in words, for the start-up line."""
+    if offload is None or offload.device is None:
+        return "on the CPU"
+    return f"{offload.layers}/{offload.of} layers on {offload.device}"
 
 
 def _read(settings: ModelSettings) -> tuple[GGUFHeader | None, MemoryEstimate]:
@@ -182,10 +198,12 @@ class ModelPool:
         m.loads += 1
         info = service.engine.info
         if info is not None:
+            for warning in info.warnings:
+                log.warning("model %s: %s", m.model_id, warning)
             log.info(
-                "model %s ready in %.1f s: %s, context %d tokens (trained %d), %d parallel",
+                "model %s ready in %.1f s: %s, context %d tokens (trained %d), %d parallel; %s",
                 m.model_id, m.load_seconds, info.description, info.n_ctx,
-                info.n_ctx_train, info.parallel,
+                info.n_ctx_train, info.parallel, placement(info.offload),
             )  # fmt: skip
 
     async def unload(self, m: PooledModel, reason: str) -> None:

@@ -67,6 +67,35 @@ def _split_list(value: Any) -> Any:
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
+def _split_floats(value: Any) -> Any:
+    """3,1 or [3, 1] or ["3,1"] (a repeated flag): a flat list of numbers."""
+    items = value if isinstance(value, list) else [value]
+    out: list[Any] = []
+    for item in items:
+        out.extend(_split_list(item) if isinstance(item, str) else [item])
+    return out
+
+
+FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_floats)]
+
+
+def _gpu_layers(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("expected a number of layers, -1 (all) or auto") from None
+    if isinstance(value, int) and not isinstance(value, bool) and value < -1:
+        raise ValueError("expected a number of layers, -1 (all) or auto")
+    return value
+
+
+GpuLayers = Annotated[int | Literal["auto"], BeforeValidator(_gpu_layers)]
+
+
 class ModelFields(BaseModel):
     """Settings of one served model; at the top level they are every model's defaults."""
 
@@ -87,8 +116,20 @@ class ModelFields(BaseModel):
         description="Context length per sequence; unset = the model's trained context capped "
         "at 8192; 0 = the model's full trained context.",
     )
-    n_gpu_layers: int = Field(
-        default=0, ge=-1, description="Number of layers to offload to the GPU; -1 = all."
+    n_gpu_layers: GpuLayers = Field(
+        default=0,
+        description="Layers to offload to the GPU; -1 = all; auto = as many as fit in the "
+        "GPU's free memory with room for the KV cache. Without a usable GPU the model runs "
+        "on the CPU (with one warning).",
+    )
+    main_gpu: int = Field(default=0, ge=0, description="The GPU used first (several GPUs).")
+    split_mode: Literal["none", "layer", "row"] = Field(
+        default="layer",
+        description="How a model is split across several GPUs: none (main_gpu only), layer or row.",
+    )
+    tensor_split: FloatList = Field(
+        default_factory=list,
+        description="Share of the model per GPU, e.g. 3,1; unset = by free memory.",
     )
     n_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for generation; unset = physical cores."
@@ -332,8 +373,8 @@ def _one_line(text: str) -> str:
 # loads, and each of these keys is dropped with one warning.
 LLAMA_CPP_SERVER_IGNORED = frozenset(
     {
-        "interrupt_requests", "disable_ping_events", "split_mode", "main_gpu",
-        "tensor_split", "vocab_only", "use_mmap", "use_mlock", "kv_overrides",
+        "interrupt_requests", "disable_ping_events", "vocab_only", "use_mmap",
+        "use_mlock", "kv_overrides",
         "rpc_servers", "n_ubatch", "n_threads_batch", "rope_scaling_type",
         "rope_freq_base", "rope_freq_scale", "yarn_ext_factor", "yarn_attn_factor",
         "yarn_beta_fast", "yarn_beta_slow", "yarn_orig_ctx", "mul_mat_q", "logits_all",

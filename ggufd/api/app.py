@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ggufd import __version__
 from ggufd.api import errors
@@ -52,16 +53,34 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible inference server for GGUF models",
         lifespan=lifespan,
-        root_path=settings.root_path,
     )
     app.state.pool = pool
     app.state.settings = settings
     errors.install(app)
     app.include_router(router)
     app.include_router(admin_router)
-    install_observability(app, settings)
-    install_access(app, settings)  # outermost: CORS preflights and keys come first
+    install_access(app, settings)  # keys and CORS, inside the request log and metrics,
+    install_observability(app, settings)  # so refused requests are logged and counted
+    if settings.root_path:  # outermost: the prefix is known to everything inside
+        app.add_middleware(RootPath, root_path=settings.root_path)
     return app
+
+
+class RootPath:
+    """--root_path: the prefix a reverse proxy serves us under (e.g. /llama).
+
+    It only sets the ASGI `root_path`, so /docs links and error messages carry the
+    prefix, and routes match whether the proxy strips the prefix or passes it on.
+    (uvicorn's own root_path also prepends it to every path, which breaks the latter.)
+    """
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app, self.root_path = app, root_path.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["root_path"] = self.root_path
+        await self.app(scope, receive, send)
 
 
 async def _watch_preload(pool: ModelPool, on_failed: Callable[[str], None] | None) -> None:

@@ -119,12 +119,20 @@ async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResp
     return APIError(400, message, param=param).response()
 
 
+def _public_path(req: Request, path: str) -> str:
+    """The path as the client sent it: behind a proxy that strips --root_path, with it."""
+    root = str(req.scope.get("root_path") or "")
+    return path if not root or path.startswith(root) else root + path
+
+
 async def _on_http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    path = _public_path(_req, _req.url.path)
     if exc.status_code == 404:
-        msg = f"no route {_req.method} {_req.url.path}; see /docs for the API"
+        docs = _public_path(_req, "/docs")
+        msg = f"no route {_req.method} {path}; see {docs} for the API"
         return APIError(404, msg, code="not_found").response()
     if exc.status_code == 405:
-        msg = f"method {_req.method} is not allowed on {_req.url.path}"
+        msg = f"method {_req.method} is not allowed on {path}"
         return APIError(405, msg, code="method_not_allowed").response()
     return APIError(exc.status_code, str(exc.detail)).response()
 

@@ -41,7 +41,7 @@ async def health(request: Request) -> JSONResponse:
             m.service.check_ready()
         elif m in pool.preloaded() and m.error:
             raise unavailable(f"model {m.model_id} could not be loaded: {m.error}")
-    models = [{"id": m.model_id, "status": m.state} for m in pool.models]
+    models = [{"id": m.model_id, "status": m.state, **m.placement()} for m in pool.models]
     return JSONResponse({"status": "ok", "models": models})
 
 

@@ -7,6 +7,7 @@ from `app.state.service`; tests can give them a fake engine.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class ModelService:
                 "parallel": info.parallel,
                 "description": info.description,
             }
+            if info.offload is not None:
+                card["meta"]["offload"] = dataclasses.asdict(info.offload)
         if self.aliases:
             card["aliases"] = list(self.aliases)
         return card

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -19,10 +20,15 @@ from typing import Any
 import llama_cpp as lc
 import numpy as np
 
+from ggufd.engine import devices
 from ggufd.engine.scheduler import BatchItem
-from ggufd.engine.types import ModelInfo, WorkerConfig
+from ggufd.engine.types import ModelInfo, Offload, WorkerConfig
+from ggufd.gguf import ModelFileError, check_model_file
+from ggufd.memory import COMPUTE_ALLOWANCE, kv_bytes_per_cell, kv_cells
 
 DEFAULT_CTX_CAP = 8192
+ALL_LAYERS = 0x7FFFFFFF
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # enum llama_split_mode
 EMBED_CTX_CAP = 4096
 
 
@@ -68,6 +74,33 @@ def _meta(model: Any, key: str) -> str | None:
     return buf.value.decode("utf-8", errors="replace")
 
 
+def plan_offload(cfg: WorkerConfig) -> Offload:
+    """How many layers to put on which GPU, before loading (from the GGUF header)."""
+    try:
+        header = check_model_file(cfg.model_path)
+    except ModelFileError:
+        header = None  # llama.cpp will say what is wrong
+    n_layer = 0
+    if header is not None:
+        count = header.metadata.get(f"{header.architecture}.block_count")
+        n_layer = count if isinstance(count, int) else 0
+    of = n_layer + 1
+    requested = cfg.n_gpu_layers
+    gpus = devices.gpus() if requested not in (0, "0") else []
+    if not gpus:
+        return Offload(requested, 0, of, None)
+    gpu = gpus[min(cfg.main_gpu, len(gpus) - 1)]
+    if requested == "auto":
+        assert header is not None
+        kv = kv_bytes_per_cell(header) * kv_cells(header, cfg.n_ctx, cfg.kv_size)
+        weights = max(header.data_end - header.data_start, 0)
+        per_layer = (weights + kv) // max(of, 1)
+        layers = devices.auto_layers(n_layer, per_layer, COMPUTE_ALLOWANCE, gpu.free)
+    else:
+        layers = of if int(requested) < 0 else min(int(requested), of)
+    return Offload(requested, layers, of, gpu.label)
+
+
 class Runner:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
@@ -84,10 +117,24 @@ class Runner:
     # -- loading -----------------------------------------------------------------
     def _load(self) -> None:
         cfg = self.cfg
-        mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers = 0x7FFFFFFF if cfg.n_gpu_layers < 0 else cfg.n_gpu_layers
-        mparams.use_extra_bufts = False
-        model = lc.llama_model_load_from_file(cfg.model_path.encode(), mparams)
+        self.offload, self.warnings = plan_offload(cfg), list[str]()
+        if self.offload.requested not in (0, "0") and self.offload.device is None:
+            self.warnings.append(
+                f"no GPU device found: --n_gpu_layers {self.offload.requested} is ignored and "
+                "the model runs on the CPU (see `ggufd devices`)"
+            )
+        model = self._load_model(self.offload.layers)
+        layers = self.offload.layers
+        while not model and layers > 0:  # out of device memory, most likely: fewer layers
+            fewer = layers // 2
+            detail = self._log.last_error()
+            self.warnings.append(
+                f"loading with {layers} layers on {self.offload.device} failed"
+                + (f" ({detail})" if detail else "")
+                + f"; retried with {fewer}: lower --n_gpu_layers to skip this"
+            )
+            layers = fewer
+            model = self._load_model(layers)
         if not model:
             detail = self._log.last_error()
             raise LoadError(
@@ -95,6 +142,8 @@ class Runner:
                 + (f" ({detail})" if detail else "")
                 + "; the file may be truncated, corrupt or of an unsupported architecture"
             )
+        if layers != self.offload.layers:
+            self.offload = dataclasses.replace(self.offload, layers=layers)
         self.model = model
         self._stack.callback(lc.llama_model_free, model)
         self.vocab = lc.llama_model_get_vocab(model)
@@ -115,6 +164,20 @@ class Runner:
         self._stack.callback(lc.llama_batch_free, self._batch)
         self.mem = lc.llama_get_memory(self.ctx)
         self._pieces: dict[int, bytes] = {}
+
+    def _load_model(self, layers: int) -> Any:
+        cfg = self.cfg
+        mparams = lc.llama_model_default_params()
+        # All layers: a number past the model's, as llama.cpp's own -1 does.
+        mparams.n_gpu_layers = ALL_LAYERS if layers >= self.offload.of else layers
+        mparams.use_extra_bufts = False  # the AMX guard, on every build
+        mparams.main_gpu = cfg.main_gpu
+        mparams.split_mode = SPLIT_MODES[cfg.split_mode]
+        if cfg.tensor_split:
+            n = int(lc.llama_max_devices())
+            self._split = (ctypes.c_float * n)(*cfg.tensor_split[:n])
+            mparams.tensor_split = self._split
+        return lc.llama_model_load_from_file(cfg.model_path.encode(), mparams)
 
     def _new_context(self, n_ctx: int, n_batch: int, n_seq: int, embeddings: bool) -> Any:
         p = lc.llama_context_default_params()
@@ -173,6 +236,8 @@ class Runner:
             add_bos=bool(lc.llama_vocab_get_add_bos(self.vocab)),
             pooling=pooling,
             description=desc.value.decode("utf-8", errors="replace"),
+            offload=self.offload,
+            warnings=tuple(self.warnings),
         )
 
     # -- tokens ------------------------------------------------------------------

@@ -147,6 +147,16 @@ class EngineStats:
 
 
 @dataclass(frozen=True)
+class Offload:
+    """How many layers went to a GPU at load time, and which GPU."""
+
+    requested: int | str  # --n_gpu_layers as given: a number, -1 (all) or "auto"
+    layers: int  # offloaded, out of `of`
+    of: int  # the model's layers + 1 (the output layer), as llama.cpp counts
+    device: str | None  # "Vulkan0: AMD Radeon Graphics (RADV RENOIR)", None on the CPU
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the worker tells the API once its model is loaded."""
 
@@ -162,6 +172,8 @@ class ModelInfo:
     add_bos: bool
     pooling: str
     description: str
+    offload: Offload | None = None  # where the layers went (None: not reported)
+    warnings: tuple[str, ...] = ()  # said once by the API side when the model is ready
 
 
 @dataclass(frozen=True)
@@ -171,7 +183,10 @@ class WorkerConfig:
     model_path: str
     n_ctx: int | None = None  # None: trained context capped at 8192; 0: trained context
     kv_size: int | None = None
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | str = 0  # -1: all; "auto": as many as fit in free GPU memory
+    main_gpu: int = 0
+    split_mode: str = "layer"  # none, layer or row (several GPUs)
+    tensor_split: tuple[float, ...] = ()
     n_threads: int = 1
     n_batch: int = 512
     parallel: int = 4

@@ -229,3 +229,14 @@ def test_api_error_and_unexpected_error(client: TestClient) -> None:
     err = check_error(client.get("/crash"), 500)
     assert err["type"] == "server_error"
     assert "secret detail" not in err["message"]
+
+
+def test_unknown_route_behind_a_proxy_prefix(client: TestClient) -> None:
+    """With --root_path /llama, the message names the path the client sent, prefix and all,
+    whether the proxy stripped the prefix or not."""
+    behind = TestClient(client.app, root_path="/llama")
+    for path in ("/nope", "/llama/nope"):
+        err = check_error(behind.get(path), 404)
+        assert err["message"] == "no route GET /llama/nope; see /llama/docs for the API"
+    err = check_error(behind.get("/chat"), 405)
+    assert err["message"] == "method GET is not allowed on /llama/chat"
