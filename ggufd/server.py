@@ -7,11 +7,13 @@ clear line on stderr, no traceback).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from types import FrameType
 
 import uvicorn
@@ -73,12 +75,33 @@ def build_pool(settings: ServerSettings, entries: list[ModelSettings]) -> ModelP
     )
 
 
-def _configure_logging(verbose: bool) -> None:
+class JsonLines(logging.Formatter):
+    """--log_format json: every log record as one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "ggufd_json", False):  # an access line is JSON already
+            return record.getMessage()
+        ts = datetime.fromtimestamp(record.created, timezone.utc)
+        line = {
+            "ts": ts.isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def _configure_logging(verbose: bool, log_format: str) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("ggufd").setLevel(logging.INFO)
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
 
 
 Reloader = Callable[[], tuple[ServerSettings, list[ModelSettings]]]
@@ -91,7 +114,7 @@ def _after_drain(signum: int, frame: FrameType | None) -> None:
 def serve(
     settings: ServerSettings, entries: list[ModelSettings], reloader: Reloader | None = None
 ) -> int:
-    _configure_logging(settings.verbose)
+    _configure_logging(settings.verbose, settings.log_format)
     pool = build_pool(settings, entries)
     failure: list[str] = []
     config = uvicorn.Config(
@@ -99,6 +122,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="info" if settings.verbose else "warning",
+        log_config=None,  # uvicorn's lines go through our handler (JSON with --log_format json)
         access_log=False,
         # (a float works: uvicorn hands it to asyncio.wait_for)
         timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
@@ -116,12 +140,10 @@ def serve(
     config.app = app
     scheme = "https" if settings.ssl_certfile else "http"
     names = ", ".join(m.model_id for m in pool.models)
-    print(
-        f"ggufd: serving {names} at {scheme}://{settings.host}:{settings.port}"
-        f"{settings.root_path}/v1",
-        file=sys.stderr,
-        flush=True,
-    )
+    logging.getLogger("ggufd").info(
+        "ggufd: serving %s at %s://%s:%d%s/v1",
+        names, scheme, settings.host, settings.port, settings.root_path,
+    )  # fmt: skip
     # SIGTERM/SIGINT: uvicorn stops accepting, lets running requests finish (at most
     # --drain_timeout_s), the lifespan stops the workers, and then it re-raises the
     # signal, which must not kill the process at that point: exit status 0.

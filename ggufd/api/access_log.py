@@ -271,6 +271,9 @@ def setup_logger() -> None:
         return
     handler = _AccessHandler(sys.stderr)
     handler.setFormatter(_LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger().handlers
+    if root and root[0].formatter is not None and type(root[0].formatter) is not logging.Formatter:
+        handler.setFormatter(root[0].formatter)  # --log_format json: the same JSON lines
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

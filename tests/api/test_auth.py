@@ -79,6 +79,23 @@ def test_keys_are_not_in_the_output(keyed: RunningServer) -> None:
     client(keyed, KEY1).models.list()
     httpx.get(f"{keyed.v1}/models", headers={"Authorization": f"Bearer {KEY2}x"}, timeout=30)
     out = keyed.output()
-    assert "ggufd: serving" in out  # the log is there and readable
+    assert "ggufd: serving" in out  # the log is there and readable (the start-up line)
     assert KEY1 not in out and KEY2 not in out
     assert "test-key" not in out
+
+
+def test_refused_requests_are_logged_and_counted(keyed: RunningServer) -> None:
+    assert (
+        httpx.get(f"{keyed.v1}/models", headers={"Authorization": "Bearer nope"}).status_code == 401
+    )
+    metrics = httpx.get(
+        f"{keyed.base_url}/metrics", headers={"Authorization": f"Bearer {KEY1}"}, timeout=30
+    )
+    assert metrics.status_code == 200
+    refused = [
+        line
+        for line in metrics.text.splitlines()
+        if line.startswith("ggufd_requests_total{") and 'status="401"' in line
+    ]
+    assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 1
+    assert "status=401" in keyed.output()

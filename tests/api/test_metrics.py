@@ -207,3 +207,8 @@ def test_json_lines_with_prompts_and_replies(smollm2_path: str) -> None:
     assert QUESTION in logged["prompt"]  # the rendered prompt, template and all
     assert logged["reply"] == reply["choices"][0]["message"]["content"]
     assert "sk-not-to-be-logged" not in output
+    # With --log_format json every line is JSON: the server's own lines too.
+    lines = [line for line in output.splitlines() if line.strip()]
+    other = [json.loads(line) for line in lines if '"event": "request"' not in line]
+    assert any("ggufd: serving" in o["message"] for o in other)
+    assert all({"ts", "level", "logger", "message"} <= o.keys() for o in other)
