@@ -1,15 +1,15 @@
-"""Sandboxed Jinja rendering of chat templates: OpenAI-style messages -> prompt text.
+"""Chat templates: OpenAI-style messages -> prompt text, rendered in a sandbox.
 
 This module owns turning a list of chat messages into the single prompt string a model is
 fed. Templates come either from the GGUF file (``tokenizer.chat_template``) or from the
 built-in formats in :mod:`ggufd.chat.formats`.
 
-A GGUF's template is untrusted input, so it is rendered in Jinja's
-``ImmutableSandboxedEnvironment`` (no attribute access to internals, no mutation of
-containers), with the extras HuggingFace chat templates rely on (``raise_exception``,
-``strftime_now``, a non-escaping ``tojson``, ``{% break %}``/``{% continue %}`` and a no-op
-``{% generation %}`` block). Rendered output, and string/list repetition inside the
-template, are capped in size. Every failure surfaces as :class:`ChatTemplateError`.
+A GGUF's template is untrusted input: it renders in the sandbox of
+:mod:`ggufd.chat.sandbox` (no access to internals, no mutation of containers), within a
+time budget (``max_seconds``, :data:`MAX_RENDER_SECONDS` by default) and size limits (the
+rendered prompt is at most ``max_output_chars``; values the template builds are capped
+before they are built; see :mod:`ggufd.chat.limits`). Every failure surfaces as
+:class:`ChatTemplateError`; running past a limit as its subclass :class:`TemplateLimitError`.
 
 Everything here is a pure function of its inputs; no model is needed.
 """
@@ -19,24 +19,28 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import jinja2
-from jinja2 import nodes
-from jinja2.ext import Extension, loopcontrols
-from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ggufd.chat import formats
+from ggufd.chat.limits import (
+    MAX_OUTPUT_CHARS,
+    MAX_RENDER_SECONDS,
+    ChatTemplateError,
+    TemplateLimitError,
+    render_budget,
+)
+from ggufd.chat.sandbox import make_environment
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
+    "MAX_RENDER_SECONDS",
     "ChatTemplate",
     "ChatTemplateError",
+    "TemplateLimitError",
     "UnknownChatFormat",
     "normalize_messages",
     "resolve_template",
@@ -44,112 +48,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Largest prompt (in characters) a template may produce; also caps ``*`` on strings/lists.
-MAX_OUTPUT_CHARS = 16 * 1024 * 1024
-_MAX_INT_BITS = 1 << 16
-
-
-class ChatTemplateError(ValueError):
-    """A chat template failed to compile or render, or the messages cannot be rendered."""
+#: Output (direct, or collected by macros and blocks) a render may produce, per output char.
+WORK_FACTOR = 4
 
 
 class UnknownChatFormat(ValueError):
     """The requested chat format name is not one of the built-in formats."""
 
 
-# --------------------------------------------------------------------------- environment
-
-
-class _GenerationTag(Extension):
-    """``{% generation %}...{% endgeneration %}`` (HF assistant-mask marker): renders its body."""
-
-    tags = {"generation"}  # noqa: RUF012 - jinja's Extension API declares this as a class set
-
-    def parse(self, parser: Parser) -> nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.Scope(body, lineno=lineno)
-
-
-def _raise_exception(message: str) -> NoReturn:
-    raise ChatTemplateError(str(message))
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _tojson(
-    value: Any,
-    indent: int | str | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-    ensure_ascii: bool = False,
-) -> str:
-    """HuggingFace's ``tojson``: plain ``json.dumps`` (no HTML escaping), unicode kept."""
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-def _sized(value: Any) -> int | None:
-    return len(value) if isinstance(value, (str, list, tuple)) else None
-
-
-def _check_int_bits(bits: int) -> None:
-    if bits > _MAX_INT_BITS:
-        raise ChatTemplateError("integer arithmetic in chat template is too large")
-
-
-class _ChatSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox; unsafe access raises at once; sizes of ``+``/``*``/``**`` capped.
-
-    Caps bound memory, not time: a template with deeply nested loops can still run long.
-    """
-
-    intercepted_binops = frozenset({"+", "*", "**"})
-
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "+":
-            sizes = (_sized(left), _sized(right))
-            if None not in sizes and sum(s or 0 for s in sizes) > MAX_OUTPUT_CHARS:
-                raise ChatTemplateError("concatenation in chat template exceeds the size limit")
-            return operator.add(left, right)
-        if operator_ == "**":
-            if isinstance(left, int) and isinstance(right, int):
-                _check_int_bits(max(left.bit_length(), 1) * abs(right))
-            return operator.pow(left, right)
-        if operator_ == "*":
-            if isinstance(left, int) and isinstance(right, int):
-                _check_int_bits(left.bit_length() + right.bit_length())
-            size, count = _sized(left), right
-            if size is None:
-                size, count = _sized(right), left
-            if size is not None and isinstance(count, int) and size * count > MAX_OUTPUT_CHARS:
-                raise ChatTemplateError("repetition in chat template exceeds the size limit")
-            return operator.mul(left, right)
-        return super().call_binop(context, operator_, left, right)
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-        """Fail on the access itself (the default yields an Undefined that prints as "")."""
-        kind = type(obj).__name__
-        raise SecurityError(f"access to attribute {attribute!r} of {kind!r} object is unsafe")
-
-
-def _make_environment() -> jinja2.Environment:
-    env = _ChatSandbox(
-        loader=None,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=[loopcontrols, _GenerationTag],
-    )
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    env.filters["tojson"] = _tojson
-    return env
-
-
-_ENV = _make_environment()
+_ENV = make_environment()
 
 
 # --------------------------------------------------------------------------- messages
@@ -238,7 +145,7 @@ def _limited(chunks: Iterator[str], limit: int) -> str:
     for chunk in chunks:
         total += len(chunk)
         if total > limit:
-            raise ChatTemplateError(f"rendered chat prompt exceeds {limit} characters")
+            raise TemplateLimitError(f"rendered chat prompt exceeds {limit} characters")
         out.append(chunk)
     return "".join(out)
 
@@ -268,6 +175,7 @@ class ChatTemplate:
     source: str
     name: str
     max_output_chars: int = MAX_OUTPUT_CHARS
+    max_seconds: float = MAX_RENDER_SECONDS
     # Stop strings that end an assistant turn in this format (built-in formats only).
     stop: tuple[str, ...] = ()
     _compiled: jinja2.Template = field(init=False, repr=False, compare=False)
@@ -291,7 +199,9 @@ class ChatTemplate:
         A template that cannot take null content (an assistant turn that only carries
         tool calls) is rendered again with that content as an empty string.
         """
-        normalized = normalize_messages(messages)
+        normalized: list[dict[str, Any]] = _guarded(
+            lambda: normalize_messages(messages), "message normalization"
+        )
         variables = {
             **extra,
             "messages": normalized,
@@ -300,15 +210,18 @@ class ChatTemplate:
             "add_generation_prompt": add_generation_prompt,
             "tools": tools,
         }
-        try:
-            return self._render(variables)
-        except ChatTemplateError:
-            if all(m.get("content") is not None for m in normalized):
+        with render_budget(self.max_seconds, WORK_FACTOR * self.max_output_chars):
+            try:
+                return self._render(variables)
+            except TemplateLimitError:
                 raise
-        variables["messages"] = [
-            m | {"content": ""} if m.get("content") is None else m for m in normalized
-        ]
-        return self._render(variables)
+            except ChatTemplateError:
+                if all(m.get("content") is not None for m in normalized):
+                    raise
+            variables["messages"] = [
+                m | {"content": ""} if m.get("content") is None else m for m in normalized
+            ]
+            return self._render(variables)
 
     def _render(self, variables: dict[str, Any]) -> str:
         text: str = _guarded(
