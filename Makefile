@@ -23,3 +23,20 @@ bench-setup:
 
 bench: setup bench-setup
 	.venv/bin/python -m ggufd.bench $(ARGS)
+
+# GPU builds (issue 6): ggufd with llama.cpp built for a backend, in .venv (replacing the
+# CPU build `make setup` installed) or, for the tests, in a venv of its own. See
+# scripts/install_backend.sh; `make setup-cpu` puts the default build back.
+.PHONY: setup-cpu setup-vulkan setup-cuda vulkan-env
+setup-cpu:
+	@bash scripts/install_backend.sh cpu .venv
+
+setup-vulkan:
+	@bash scripts/install_backend.sh vulkan .venv
+
+setup-cuda:
+	@bash scripts/install_backend.sh cuda .venv
+
+# The Vulkan build tests/gpu/test_vulkan.py runs on lavapipe (it makes it when missing).
+vulkan-env:
+	@bash scripts/install_backend.sh vulkan .venv-vulkan
