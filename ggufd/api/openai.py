@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ggufd.api import docs
 from ggufd.api import responses as R
 from ggufd.api.access_log import RequestRecord, request_record
 from ggufd.api.errors import APIError, from_event, unavailable
@@ -32,7 +33,7 @@ def _pool(request: Request) -> ModelPool:
     return pool
 
 
-@router.get("/health", tags=["server"])
+@router.get("/health", tags=["server"], responses=docs.HEALTH)
 async def health(request: Request) -> JSONResponse:
     """200 when the server can serve; 503 while a model it must serve is loading or down."""
     pool = _pool(request)
@@ -45,13 +46,15 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "models": models})
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], response_model=None, responses=docs.MODELS)
 async def list_models(request: Request) -> dict[str, Any]:
     pool = _pool(request)
     return {"object": "list", "data": [pool.card(m) for m in pool.models]}
 
 
-@router.get("/v1/models/{model_id:path}", tags=["models"])
+@router.get(
+    "/v1/models/{model_id:path}", tags=["models"], response_model=None, responses=docs.MODEL
+)
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     pool = _pool(request)
     for m in pool.models:
@@ -110,7 +113,7 @@ async def _open(
     return streams, choices
 
 
-@router.post("/v1/chat/completions", tags=["chat"], response_model=None)
+@router.post("/v1/chat/completions", tags=["chat"], response_model=None, responses=docs.CHAT)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
@@ -150,7 +153,9 @@ async def _chat(
     return JSONResponse(R.chat_json(meta, choices, body.logprobs, spec))
 
 
-@router.post("/v1/completions", tags=["completions"], response_model=None)
+@router.post(
+    "/v1/completions", tags=["completions"], response_model=None, responses=docs.COMPLETIONS
+)
 async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
@@ -183,7 +188,7 @@ async def _complete(
     return JSONResponse(R.completion_json(meta, choices, body.echo, want_lp, body.n))
 
 
-@router.post("/v1/embeddings", tags=["embeddings"])
+@router.post("/v1/embeddings", tags=["embeddings"], responses=docs.EMBEDDINGS)
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     async with _pool(request).use(body.model) as service:
         rec = _record(request, service, None)

@@ -56,6 +56,16 @@ class SamplingFields(WireModel):
             raise ValueError(f"at most {MAX_STOP} stop strings are allowed")
         return v
 
+    @field_validator("grammar")
+    @classmethod
+    def _grammar(cls, v: str | None) -> str | None:
+        # llama.cpp reads the grammar as UTF-8: a lone surrogate (JSON "\ud800") has none.
+        try:
+            (v or "").encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(f"the grammar is not valid Unicode text: {e.reason}") from e
+        return v
+
     @field_validator("logit_bias")
     @classmethod
     def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
