@@ -185,6 +185,24 @@ class ModelFields(BaseModel):
         description="Unload the model after this many idle seconds (its worker process "
         "ends and its memory comes back); unset = keep it loaded.",
     )
+    max_queue: int | None = Field(
+        default=None,
+        ge=0,
+        description="Requests that may wait for a free slot (beyond --parallel running); "
+        "past it a request gets 503 with Retry-After; unset = 4 x parallel; 0 = none wait.",
+    )
+    max_tokens_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens one reply may generate: a larger max_tokens (or none) is "
+        "lowered to it and the reply ends with finish_reason length; unset = no cap.",
+    )
+    request_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A request running longer than this many seconds is ended with a "
+        "timeout error; unset = no limit.",
+    )
 
 
 class ModelSettings(ModelFields):
@@ -273,6 +291,11 @@ class ServerSettings(ModelFields, BaseSettings):
         default=30.0,
         ge=0,
         description="On SIGTERM, running requests get this many seconds to finish.",
+    )
+    max_body_mb: float | None = Field(
+        default=16.0,
+        gt=0,
+        description="Largest request body in MiB; a larger one gets 413; none = no limit.",
     )
     ssl_keyfile: str | None = Field(default=None, description="TLS key file (serve HTTPS).")
     ssl_certfile: str | None = Field(default=None, description="TLS certificate file.")

