@@ -20,6 +20,7 @@ from ggufd.api import errors
 from ggufd.api.admin import reload_config
 from ggufd.api.admin import router as admin_router
 from ggufd.api.auth import install_access
+from ggufd.api.limits import install_limits
 from ggufd.api.metrics import install_observability
 from ggufd.api.openai import router
 from ggufd.pool import ModelPool
@@ -59,6 +60,7 @@ def create_app(
     errors.install(app)
     app.include_router(router)
     app.include_router(admin_router)
+    install_limits(app, settings)  # body size (413) and the end-of-request hook, inside
     install_access(app, settings)  # keys and CORS, inside the request log and metrics,
     install_observability(app, settings)  # so refused requests are logged and counted
     if settings.root_path:  # outermost: the prefix is known to everything inside

@@ -12,10 +12,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ggufd.api.errors import ParamError
+from ggufd.api.limits import (
+    MAX_EMBED_INPUTS,
+    MAX_LOGIT_BIAS,
+    MAX_MESSAGES,
+    MAX_N,
+    MAX_PROMPTS,
+    MAX_STOP,
+    MAX_TOOLS,
+    check_count,
+)
 from ggufd.engine.types import GenerateRequest, SamplingParams
-
-MAX_STOP = 16
-MAX_N = 128
 
 
 class WireModel(BaseModel):
@@ -69,6 +76,10 @@ class SamplingFields(WireModel):
     @field_validator("logit_bias")
     @classmethod
     def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and len(v) > MAX_LOGIT_BIAS:
+            raise ValueError(
+                f"at most {MAX_LOGIT_BIAS} logit_bias entries are allowed, got {len(v)}"
+            )
         for key, bias in (v or {}).items():
             if not re.fullmatch(r"-?[0-9]+", key):
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
@@ -202,24 +213,31 @@ class NamedToolChoice(WireModel):
     function: NamedFunction
 
 
-MAX_TOOLS = 512
-
-
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tools: list[Tool] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     # A forced call (required / named) allows several calls only when this is true;
     # llama-server does the same (tiny models otherwise repeat calls until max_tokens).
     parallel_tool_calls: bool | None = None
     # The legacy form of tools: `functions` and `function_call`.
-    functions: Annotated[list[FunctionDef], Field(max_length=MAX_TOOLS)] | None = None
+    functions: list[FunctionDef] | None = None
     function_call: Literal["auto", "none"] | NamedFunction | None = None
     response_format: ResponseFormat | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _messages_count(cls, v: Any) -> Any:
+        return check_count(v, MAX_MESSAGES, "messages")
+
+    @field_validator("tools", "functions", mode="before")
+    @classmethod
+    def _tools_count(cls, v: Any) -> Any:
+        return check_count(v, MAX_TOOLS, "tools")
 
     @model_validator(mode="after")
     def _tools(self) -> ChatCompletionRequest:
@@ -264,6 +282,13 @@ class ChatCompletionRequest(SamplingFields):
             return [t for t in self.active_tools() if t.function.name == name]
         return None
 
+    def with_token_cap(self, cap: int | None) -> ChatCompletionRequest:
+        """This request with its reply held to `cap` tokens (--max_tokens_limit)."""
+        asked = self.max_completion_tokens or self.max_tokens
+        if cap is None or (asked is not None and asked <= cap):
+            return self
+        return self.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
+
     def to_generate(
         self,
         request_id: str,
@@ -305,6 +330,8 @@ class CompletionRequest(SamplingFields):
     def _prompt(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
             raise ValueError("prompt must not be an empty list")
+        if isinstance(v, list) and not isinstance(v[0], int):  # a list of prompts
+            check_count(v, MAX_PROMPTS, "prompts")
         return v
 
     @field_validator("suffix")
@@ -323,6 +350,12 @@ class CompletionRequest(SamplingFields):
         if all(isinstance(x, int) for x in p):
             return [tuple(x for x in p if isinstance(x, int))]
         return [tuple(x) for x in p if isinstance(x, list)]
+
+    def with_token_cap(self, cap: int | None) -> CompletionRequest:
+        """This request with its reply held to `cap` tokens (--max_tokens_limit)."""
+        if cap is None or (self.max_tokens is not None and self.max_tokens <= cap):
+            return self
+        return self.model_copy(update={"max_tokens": cap})
 
     def to_generate(
         self, request_id: str, prompt: str | tuple[int, ...], index: int
@@ -353,6 +386,8 @@ class EmbeddingRequest(WireModel):
     def _input(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
             raise ValueError("input must not be an empty list")
+        if isinstance(v, list) and not isinstance(v[0], int):  # a list of inputs
+            check_count(v, MAX_EMBED_INPUTS, "inputs")
         return v
 
     @field_validator("dimensions")

@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ggufd.api.errors import ParamError
+from ggufd.api.limits import (
+    MAX_EMBED_INPUTS,
+    MAX_LOGIT_BIAS,
+    MAX_MESSAGES,
+    MAX_PROMPTS,
+    MAX_TOOLS,
+)
 from ggufd.api.protocol import (
     MAX_N,
     MAX_STOP,
@@ -532,3 +539,94 @@ def test_embedding_encoding_formats() -> None:
     for fmt in ("float", "base64"):
         req = EmbeddingRequest.model_validate({"input": "x", "encoding_format": fmt})
         assert req.encoding_format == fmt
+
+
+# -- limits on counts (ggufd/api/limits.py) ----------------------------------------------
+TOOL = {"type": "function", "function": {"name": "f"}}
+
+
+def _tools(n: int) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": f"f{i}"}} for i in range(n)]
+
+
+# (model, body builder taking a count, limit, param, words of the message)
+COUNTS: list[tuple[type[BaseModel], Any, int, str, str]] = [
+    (ChatCompletionRequest, lambda n: {"messages": USER * n}, MAX_MESSAGES, "messages", "messages"),
+    (ChatCompletionRequest, lambda n: chat(tools=_tools(n)), MAX_TOOLS, "tools", "tools"),
+    (
+        ChatCompletionRequest,
+        lambda n: chat(functions=[t["function"] for t in _tools(n)]),
+        MAX_TOOLS,
+        "functions",
+        "tools",
+    ),
+    (
+        ChatCompletionRequest,
+        lambda n: chat(logit_bias={str(i): 1 for i in range(n)}),
+        MAX_LOGIT_BIAS,
+        "logit_bias",
+        "logit_bias entries",
+    ),
+    (CompletionRequest, lambda n: completion(prompt=["p"] * n), MAX_PROMPTS, "prompt", "prompts"),
+    (CompletionRequest, lambda n: completion(prompt=[[1]] * n), MAX_PROMPTS, "prompt", "prompts"),
+    (EmbeddingRequest, lambda n: {"input": ["x"] * n}, MAX_EMBED_INPUTS, "input", "inputs"),
+    (EmbeddingRequest, lambda n: {"input": [[1]] * n}, MAX_EMBED_INPUTS, "input", "inputs"),
+]
+
+
+@pytest.mark.parametrize(("model", "build", "limit", "param", "what"), COUNTS)
+def test_count_limits(
+    model: type[BaseModel], build: Any, limit: int, param: str, what: str
+) -> None:
+    model.model_validate(build(limit))  # the limit itself is allowed
+    loc, msg = error_of(model, build(limit + 1))
+    assert loc[0] == param
+    assert f"at most {limit} {what} are allowed, got {limit + 1}" in msg
+
+
+def test_one_long_token_prompt_is_not_a_list_of_prompts() -> None:
+    ids = list(range(MAX_PROMPTS + 10))
+    assert CompletionRequest.model_validate(completion(prompt=ids)).prompts() == [tuple(ids)]
+    req = EmbeddingRequest.model_validate({"input": list(range(MAX_EMBED_INPUTS + 10))})
+    assert len(req.inputs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "cap", "expected"),
+    [
+        ({}, None, None),
+        ({}, 5, 5),
+        ({"max_tokens": 100}, 5, 5),
+        ({"max_tokens": 3}, 5, 3),
+        ({"max_tokens": 5}, 5, 5),
+        ({"max_completion_tokens": 100, "max_tokens": 2}, 5, 5),
+        ({"max_completion_tokens": 4, "max_tokens": 100}, 5, 4),
+        ({"max_tokens": 100}, None, 100),
+    ],
+)
+def test_chat_token_cap(body: dict[str, Any], cap: int | None, expected: int | None) -> None:
+    req = ChatCompletionRequest.model_validate(chat(**body)).with_token_cap(cap)
+    assert req.to_generate("id", "p", 0).max_tokens == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "cap", "expected"),
+    [
+        ({}, None, 16),
+        ({}, 5, 5),
+        ({"max_tokens": None}, 5, 5),
+        ({"max_tokens": 100}, 5, 5),
+        ({"max_tokens": 0, "echo": True}, 5, 0),
+        ({"max_tokens": 2}, 5, 2),
+    ],
+)
+def test_completion_token_cap(body: dict[str, Any], cap: int | None, expected: int | None) -> None:
+    req = CompletionRequest.model_validate(completion(**body)).with_token_cap(cap)
+    assert req.to_generate("id", "p", 0).max_tokens == expected
+
+
+def test_token_cap_leaves_the_request_unchanged() -> None:
+    req = ChatCompletionRequest.model_validate(chat(max_tokens=100, tools=[TOOL]))
+    capped = req.with_token_cap(5)
+    assert req.max_tokens == 100 and capped.max_tokens == 5
+    assert capped.tools == req.tools
