@@ -6,6 +6,11 @@ an idle model is unloaded after its `idle_unload_s`, and loading one more model 
 the least recently used idle ones while the count (`--max_loaded_models`) or the
 estimated memory (`--max_memory_mb`, from the GGUF headers) would be over budget.
 Unloading ends the model's worker process, so its memory really comes back.
+
+It also bounds each model's queue: a model takes `parallel + max_queue` requests in flight
+(embeddings included); one more gets 503 with a Retry-After estimated from how long its
+recent requests took. A request counts from `use()` until its HTTP response has ended
+(api/limits.py's end-of-request hook), so a streamed reply counts until its last chunk.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggufd.api.errors import APIError, unavailable
+from ggufd.api.limits import QUEUE_PER_SLOT
 from ggufd.api.service import ModelService
 from ggufd.engine.client import EngineState
 from ggufd.engine.types import Offload
@@ -31,8 +38,10 @@ from ggufd.settings import ModelSettings
 log = logging.getLogger("ggufd")
 
 ServiceFactory = Callable[[ModelSettings], ModelService]
+Release = Callable[[], None]
 ROOM_WAIT_S = 120.0  # how long a load waits for busy models to go idle
 REAP_INTERVAL_S = 1.0
+RETRY_AFTER_S = (1, 5)  # bounds of the Retry-After a full queue answers with
 
 
 @dataclass
@@ -46,6 +55,8 @@ class PooledModel:
     load_task: asyncio.Task[None] | None = None
     error: str | None = None
     pending: int = 0  # requests between pool.use() and their submit
+    in_flight: int = 0  # requests admitted and not yet answered (see ModelPool.use)
+    mean_request_s: float | None = None  # moving average of their durations
     last_used: float = field(default_factory=time.monotonic)
     load_seconds: float | None = None
     loads: int = 0
@@ -64,7 +75,57 @@ class PooledModel:
 
     @property
     def busy(self) -> bool:
-        return self.pending > 0 or (self.service is not None and self.service.engine.busy)
+        if self.pending > 0 or self.in_flight > 0:
+            return True
+        return self.service is not None and self.service.engine.busy
+
+    @property
+    def max_queue(self) -> int:
+        queue = self.settings.max_queue
+        return QUEUE_PER_SLOT * self.settings.parallel if queue is None else queue
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests it takes at once: --parallel running and --max_queue waiting."""
+        return self.settings.parallel + self.max_queue
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: a mean request's time over the slots."""
+        low, high = RETRY_AFTER_S
+        if self.mean_request_s is None:
+            return low
+        return max(low, min(high, math.ceil(self.mean_request_s / self.settings.parallel)))
+
+    def admit(self) -> Release:
+        """Count one more request in flight, or raise 503 (queue_full) when it is full.
+
+        Returns the function that ends the request (idempotent).
+        """
+        if self.in_flight >= self.max_in_flight:
+            raise self._queue_full()
+        self.in_flight += 1
+        t0, done = time.monotonic(), False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.in_flight -= 1
+                took = time.monotonic() - t0
+                mean = self.mean_request_s
+                self.mean_request_s = took if mean is None else 0.8 * mean + 0.2 * took
+
+        return release
+
+    def _queue_full(self) -> APIError:
+        s, wait = self.settings, self.retry_after()
+        msg = (
+            f"model {self.model_id} is busy: {self.in_flight} requests in flight, the most it "
+            f"takes ({s.parallel} running, --parallel; {self.max_queue} waiting, --max_queue); "
+            f"retry in {wait} s"
+        )
+        headers = {"Retry-After": str(wait)}
+        return APIError(503, msg, "server_error", None, "queue_full", headers)
 
     def placement(self) -> dict[str, Any]:
         """Where its layers went ({} while it is not loaded)."""
@@ -145,13 +206,19 @@ class ModelPool:
 
     # -- use ---------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def use(self, name: str | None) -> AsyncIterator[ModelService]:
+    async def use(
+        self, name: str | None, at_end: Callable[[Release], None] | None = None
+    ) -> AsyncIterator[ModelService]:
         """The named model's service, loaded; it is not unloaded while the block runs.
 
-        Once a request is submitted, the engine's own in-flight count keeps the model
-        busy, so the block only needs to cover the time up to the submit.
+        The request is counted in flight (503 when the model's queue is full) until the
+        block ends or, given `at_end` (which registers a callback run once the HTTP
+        response has ended), until then: a streamed reply outlives the block.
         """
         m = self.find(name)
+        release = m.admit()
+        if at_end is not None:
+            at_end(release)
         m.pending += 1
         m.last_used = time.monotonic()
         try:
@@ -159,6 +226,8 @@ class ModelPool:
         finally:
             m.pending -= 1
             m.last_used = time.monotonic()
+            if at_end is None:
+                release()
 
     async def _ready(self, m: PooledModel) -> ModelService:
         if m.service is None:
@@ -340,6 +409,7 @@ class ModelPool:
         if aliases:
             card["aliases"] = aliases
         card["memory_mb"] = {"ram": m.need.ram_bytes // MIB, "vram": m.need.vram_bytes // MIB}
+        card["requests"] = {"in_flight": m.in_flight, "max_in_flight": m.max_in_flight}
         if m.load_seconds is not None:
             card["load_seconds"] = round(m.load_seconds, 3)
         return card

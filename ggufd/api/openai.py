@@ -16,6 +16,7 @@ from ggufd.api import docs
 from ggufd.api import responses as R
 from ggufd.api.access_log import RequestRecord, request_record
 from ggufd.api.errors import APIError, from_event, unavailable
+from ggufd.api.limits import at_end
 from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ggufd.api.service import ModelService, engine_error
 from ggufd.api.sse import SSE_HEADERS, EventStreamResponse
@@ -94,6 +95,11 @@ def _record(request: Request, service: ModelService, stream: bool | None) -> Req
     return rec
 
 
+def _token_cap(request: Request, model: str | None) -> int | None:
+    """The --max_tokens_limit of the model a request names."""
+    return _pool(request).find(model).settings.max_tokens_limit
+
+
 def _check_n(service: ModelService, n: int) -> None:
     info = service.engine.info
     if info is not None and n > info.parallel:
@@ -117,9 +123,10 @@ async def _open(
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
-    async with _pool(request).use(body.model) as service:
+    async with _pool(request).use(body.model, at_end(request)) as service:
         _record(request, service, body.stream)
         service.check_generates()
+        body = body.with_token_cap(_token_cap(request, body.model))
         return await _chat(service, body, request)
 
 
@@ -159,9 +166,10 @@ async def _chat(
 async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
-    async with _pool(request).use(body.model) as service:
+    async with _pool(request).use(body.model, at_end(request)) as service:
         _record(request, service, body.stream)
         service.check_generates()
+        body = body.with_token_cap(_token_cap(request, body.model))
         return await _complete(service, body, request)
 
 
@@ -190,7 +198,7 @@ async def _complete(
 
 @router.post("/v1/embeddings", tags=["embeddings"], responses=docs.EMBEDDINGS)
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
-    async with _pool(request).use(body.model) as service:
+    async with _pool(request).use(body.model, at_end(request)) as service:
         rec = _record(request, service, None)
         service.check_embeds()
         req = EmbedRequest(service.engine.new_id("embd"), body.inputs())
