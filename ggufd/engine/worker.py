@@ -3,7 +3,10 @@
 Messages in (from EngineClient): ("submit", (GenerateRequest, ...)), admitted together;
 ("abort", request_id), ("embed", EmbedRequest), ("stats", query_id), ("stop", None).
 Messages out: ("ready", ModelInfo), ("failed", message), ("events", [Event, ...]) once per
-loop iteration, and ("stats", (query_id, EngineStats)) answering a stats query.
+loop iteration, ("stats", (query_id, EngineStats)) answering a stats query, and
+("started", (request_id, ...)) naming the requests a step places on a slot, sent before
+that step's decode: if the decode kills the process, the client knows which requests were
+running (lost, and suspected of the crash) and which were only waiting (resubmitted).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import random
 import secrets
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -58,13 +62,21 @@ class Active:
     detok: Detokenizer
     max_len: int  # stop with "length" once the sequence holds this many tokens
     n_generated: int = 0
+    started: bool = False  # placed on a slot (and announced to the client)
     prompt_logprobs_sent: bool = False
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class Worker:
-    def __init__(self, runner: Runner, cfg: WorkerConfig) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        cfg: WorkerConfig,
+        on_start: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
         self.runner = runner
+        # Told, before the decode, which requests a step starts (run() sends them at once).
+        self.on_start = on_start
         self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch, cfg.prompt_cache)
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
@@ -226,6 +238,7 @@ class Worker:
         if self.disk is not None:
             self._restore()
         plan = self.sched.schedule()
+        self._announce(plan.items)
         for op in plan.kv_ops:
             if isinstance(op, KVCopy):
                 self.runner.copy(op.src, op.dst, op.n)
@@ -251,6 +264,17 @@ class Worker:
                 self._prompt_logprobs(act, item, start)
             if item.sample:
                 self._sample(act, start + len(item.tokens) - 1)
+
+    def _announce(self, items: list[BatchItem]) -> None:
+        """Report the requests this step starts computing, before anything can crash."""
+        new: list[str] = []
+        for item in items:
+            act = self.active.get(item.seq.request_id)
+            if act is not None and not act.started:
+                act.started = True
+                new.append(act.req.id)
+        if new and self.on_start is not None:
+            self.on_start(tuple(new))
 
     def _fail_stalled(self) -> None:
         """Never hang: if the scheduler cannot make progress, every request gets an error."""
@@ -386,7 +410,7 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     except LoadError as e:
         conn.send(("failed", str(e)))
         return
-    worker = Worker(runner, cfg)
+    worker = Worker(runner, cfg, on_start=lambda ids: conn.send(("started", ids)))
     conn.send(("ready", runner.info()))
     try:
         while True:

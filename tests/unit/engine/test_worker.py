@@ -7,6 +7,7 @@ against what it holds, so scheduling mistakes surface as assertion errors here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -674,3 +675,58 @@ def test_stats_message_reports_the_scheduler(scripts: dict[int, list[int]]) -> N
     [(kind, (query, stats))] = w.drain_replies()
     assert (kind, query, stats.waiting, stats.running) == ("stats", 8, 0, 0)
     assert stats.kv_used == stats.kv_idle > 0  # the idle slots keep their caches
+
+
+# -- started announcements (what a crash takes down) -----------------------------------
+def test_requests_are_announced_once_when_placed_and_before_their_decode(
+    scripts: dict[int, list[int]],
+) -> None:
+    scripts.update({1: [*toks("ab"), EOS], 2: [*toks("c"), EOS]})
+    runner = FakeRunner()
+    announced: list[tuple[str, ...]] = []
+    w = make_worker(runner, parallel=1)
+    w.on_start = announced.append
+    decode = runner.decode
+
+    def checked_decode(items: list[BatchItem]) -> list[int]:
+        # Every request in a batch was announced before the batch ran.
+        seen = {rid for ids in announced for rid in ids}
+        assert {i.seq.request_id for i in items} <= seen
+        return decode(items)
+
+    runner.decode = checked_decode  # type: ignore[method-assign]
+    w.submit(request("one", "x", seed=1))
+    w.submit(request("two", "y", seed=2))  # waits: one slot
+    assert announced == []  # submitted is not started
+    w.step()
+    assert announced == [("one",)]
+    events = run(w)
+    assert announced == [("one",), ("two",)]  # each once, the second when it got the slot
+    assert (text(events, "one"), text(events, "two")) == ("ab", "c")
+
+
+def test_requests_rejected_at_admission_are_never_announced(
+    scripts: dict[int, list[int]],
+) -> None:
+    announced: list[tuple[str, ...]] = []
+    w = make_worker(FakeRunner(n_ctx=8))
+    w.on_start = announced.append
+    w.submit(request("long", "x" * 20))  # over the context
+    w.submit(request("bad", (5, 999)))  # outside the vocabulary
+    run(w)
+    assert announced == []
+
+
+def test_a_preempted_request_is_not_announced_again(scripts: dict[int, list[int]]) -> None:
+    scripts.update({1: toks("a" * 40), 2: toks("b" * 40)})
+    runner = FakeRunner(n_ctx=64, kv_size=40, n_batch=8)
+    announced: list[tuple[str, ...]] = []
+    w = make_worker(runner, parallel=2)
+    w.on_start = announced.append
+    w.submit(request("old", "p" * 6, seed=1, max_tokens=20))
+    w.submit(request("new", "q" * 6, seed=2, max_tokens=20))
+    run(w)
+    starts = [s for d in runner.decoded for r, s, _ in d if r == "new"]
+    assert any(b < a for a, b in itertools.pairwise(starts))  # it was preempted
+    ids = [rid for batch in announced for rid in batch]
+    assert sorted(ids) == ["new", "old"]  # once each all the same
