@@ -58,6 +58,14 @@ _ENGINE_ERRORS: dict[ErrorKind, tuple[int, str, str | None]] = {
     ErrorKind.INVALID: (400, "invalid_request_error", None),
     ErrorKind.ENGINE_DOWN: (503, "server_error", "engine_unavailable"),
     ErrorKind.INTERNAL: (500, "server_error", None),
+    # Refused without running: it is the content that crashes the model, so a retry gets
+    # the same answer. 422 (well-formed, but this server cannot process it) is not retried
+    # by OpenAI clients, as a 5xx would be.
+    ErrorKind.POISON: (422, "server_error", "request_crashes_model"),
+    ErrorKind.TIMEOUT: (504, "server_error", "timeout"),
+    # Only ever sent in a stream (the status is 200 by then); 408: the server gave up
+    # waiting on the client.
+    ErrorKind.CLIENT_TOO_SLOW: (408, "invalid_request_error", "client_too_slow"),
 }
 
 

@@ -30,6 +30,7 @@ from ggufd.engine.types import (
 from ggufd.tools.base import Dialect
 
 Stream = AsyncIterator[Event]
+MERGE_BUFFER = 16  # events merge() holds for its reader (see merge)
 
 
 @dataclass
@@ -84,7 +85,9 @@ async def merge(streams: Sequence[Stream]) -> AsyncIterator[tuple[int, Event]]:
         async for ev in streams[0]:
             yield 0, ev
         return
-    q: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
+    # Bounded, so a reader that stops reading stops the pumps too and the engine's own
+    # per-stream bound (which cuts off a stalled stream) sees the backlog.
+    q: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue(MERGE_BUFFER)
 
     async def pump(i: int, s: Stream) -> None:
         try:

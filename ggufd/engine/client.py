@@ -2,29 +2,44 @@
 
 The API knows four things: `submit` (an async iterator of events), `abort`, `embed`
 and `state`; `stats()` asks the worker for its scheduler's state (for /metrics), and
-every submitted stream keeps its own timings and token counts (`_EventStream.stats`).
+every submitted stream keeps its own timings and token counts (streams.py).
 
 The worker runs in its own process (spawned, so llama.cpp never shares the API's address
-space); a reader thread receives its messages and hands them to the event loop. If the
-worker dies, every in-flight request gets an ENGINE_DOWN error at once and the worker is
-restarted with backoff.
+space); a reader thread receives its messages and hands them to the event loop, so the
+worker never waits for a client. What survives what:
+
+- The worker dies (segfault, abort, OOM killer): requests it had started get an
+  ENGINE_DOWN error at once; requests still waiting for a slot are kept and resubmitted,
+  in their order, once a new worker (restarted with backoff) is ready. After
+  MAX_RESTARTS crashes in a row without a finished request, the model is FAILED.
+- A request running during POISON_CRASHES crashes is refused (ErrorKind.POISON) when it
+  is sent again, so one bad request cannot keep taking the model down.
+- A stream whose reader stops reading holds at most STREAM_BUFFER unread events; then
+  its request is aborted and it gets a CLIENT_TOO_SLOW error.
+- `request_timeout_s`: a request still running that long after its submit is aborted
+  and gets a TIMEOUT error (one timer per request, not per event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
+import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ggufd.engine.streams import EventStream as _EventStream
+from ggufd.engine.streams import StreamStats as StreamStats
 from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
@@ -42,7 +57,14 @@ from ggufd.engine.types import (
 log = logging.getLogger("ggufd.engine")
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
-MAX_RESTARTS = 5  # in a row without a successful request in between
+MAX_RESTARTS = 5  # crashes in a row without a finished request in between: FAILED
+MAX_REQUEUES = 2  # worker crashes a waiting request lives through; at the next, an error
+POISON_CRASHES = 2  # crashes an identical request was running during: then it is refused
+POISON_MEMORY = 256  # request fingerprints remembered, least recently crashed forgotten
+# Unread events a stream may hold. A reader keeping up holds a few; 1024 tokens are
+# seconds of generation even on a fast GPU (so a busy event loop never trips it), and
+# keep a stalled stream's memory to a few MB even with 20 top logprobs per token.
+STREAM_BUFFER = 1024
 
 
 def _run_worker(conn: Connection, cfg: WorkerConfig) -> None:
@@ -50,6 +72,24 @@ def _run_worker(conn: Connection, cfg: WorkerConfig) -> None:
     from ggufd.engine import worker
 
     worker.run(conn, cfg)
+
+
+def fingerprint(req: GenerateRequest) -> int:
+    """The same for two requests that differ only in their id."""
+    return hash(dataclasses.replace(req, id=""))
+
+
+def exit_text(exitcode: int | None) -> str:
+    """How a process ended, in words: "killed by signal 9 (SIGKILL)", "exit status 1"."""
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+        return f"killed by signal {-exitcode} ({name})"
+    return f"exit status {exitcode}"
 
 
 class EngineState(str, Enum):
@@ -63,21 +103,44 @@ class EngineError(RuntimeError):
     pass
 
 
+@dataclass(eq=False)
+class _Flight:
+    """A request the worker holds, or will hold again once it is restarted."""
+
+    request_id: str
+    queue: asyncio.Queue[Event]
+    req: GenerateRequest | None  # None: an embedding (not resubmitted after a crash)
+    order: int
+    accepted: bool = False  # its stream has had its Accepted event
+    started: bool = False  # placed on a slot: a crash now loses it
+    requeues: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
 class EngineClient:
-    def __init__(self, cfg: WorkerConfig, on_fatal: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        on_fatal: Callable[[str], None] | None = None,
+        request_timeout_s: float | None = None,
+    ) -> None:
         self.cfg = cfg
         self.state = EngineState.LOADING
         self.info: ModelInfo | None = None
         self.error: str | None = None
+        self.request_timeout_s = request_timeout_s
         self._on_fatal = on_fatal
         self._ids = itertools.count()
-        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._order = itertools.count()
+        self._flights: dict[str, _Flight] = {}
+        self._crashes: OrderedDict[int, int] = OrderedDict()  # fingerprint -> crashes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: Connection | None = None
         self._proc: Any = None
         self._send_lock = threading.Lock()
         self._ready = asyncio.Event()
         self._restarts = 0
+        self._respawn: asyncio.TimerHandle | None = None
         self._stopping = False
         self._stats_ids = itertools.count()
         self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
@@ -86,7 +149,7 @@ class EngineClient:
     @property
     def busy(self) -> bool:
         """Whether any request is in flight."""
-        return bool(self._queues)
+        return bool(self._flights)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -98,6 +161,9 @@ class EngineClient:
             raise EngineError(self.error or "the model could not be loaded")
 
     def _spawn(self) -> None:
+        self._respawn = None
+        if self._stopping:
+            return
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_run_worker, args=(child, self.cfg), daemon=True)
@@ -110,6 +176,10 @@ class EngineClient:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._respawn is not None:
+            self._respawn.cancel()
+            self._respawn = None
+            self._fail_held("the model was stopped while its worker was restarting")
         if self._conn is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._send(("stop", None))
@@ -121,6 +191,7 @@ class EngineClient:
 
     # -- the reader thread -------------------------------------------------------
     def _read(self, conn: Connection, proc: Any) -> None:
+        """Receive everything the worker sends, whatever the clients do: it never waits."""
         loop = self._loop
         assert loop is not None
         while True:
@@ -135,11 +206,12 @@ class EngineClient:
     def _on_message(self, kind: str, payload: Any) -> None:
         if kind == "events":
             for ev in payload:
-                q = self._queues.get(ev.request_id)
-                if q is not None:
-                    q.put_nowait(ev)
-                    if isinstance(ev, TokenEvent) and ev.finish_reason is not None:
-                        self._restarts = 0
+                self._deliver(ev)
+        elif kind == "started":
+            for rid in payload:
+                fl = self._flights.get(rid)
+                if fl is not None:
+                    fl.started = True
         elif kind == "stats":
             query_id, stats = payload
             waiter = self._stats_waiters.get(query_id)
@@ -149,41 +221,175 @@ class EngineClient:
             self.info = payload
             self.state = EngineState.READY
             self._ready.set()
+            self._resubmit()
         elif kind == "failed":
             self.error = payload
             self.state = EngineState.FAILED
             self._ready.set()
+            if self.info is not None:  # a restart failed (a first load raises in start())
+                log.error("the model worker could not be restarted: %s; giving up", payload)
+                self._fail_held(f"the model worker could not be restarted: {payload}")
+                if self._on_fatal is not None:
+                    self._on_fatal(payload)
+
+    def _deliver(self, ev: Event) -> None:
+        fl = self._flights.get(ev.request_id)
+        if fl is None:
+            return  # ended on this side (closed, timed out, cut off) or unknown
+        if isinstance(ev, Accepted):
+            if fl.accepted:
+                return  # resubmitted after a restart: its stream has its Accepted
+            fl.accepted = True
+        elif fl.queue.qsize() >= STREAM_BUFFER:
+            log.warning(
+                "request %s: its client stopped reading (%d events unread); "
+                "the request is aborted", fl.request_id, fl.queue.qsize(),
+            )  # fmt: skip
+            msg = (
+                f"the client fell more than {STREAM_BUFFER} events behind; the request was cut off"
+            )
+            self._end(fl, ErrorKind.CLIENT_TOO_SLOW, msg, drop=True)
+            return
+        fl.queue.put_nowait(ev)
+        if isinstance(ev, TokenEvent) and ev.finish_reason is not None:
+            self._restarts = 0
+            if fl.req is not None and self._crashes:
+                self._crashes.pop(fingerprint(fl.req), None)
+            self._forget(fl.request_id)
+        elif isinstance(ev, (ErrorEvent, EmbedResult)):
+            self._forget(fl.request_id)
 
     def _on_exit(self, exitcode: int | None) -> None:
-        for rid, q in list(self._queues.items()):
-            q.put_nowait(
-                ErrorEvent(rid, ErrorKind.ENGINE_DOWN, f"the model worker exited ({exitcode})")
-            )
+        how = exit_text(exitcode)
         for waiter in self._stats_waiters.values():
             if not waiter.done():
-                waiter.set_exception(EngineError(f"the model worker exited ({exitcode})"))
+                waiter.set_exception(EngineError(f"the model worker exited ({how})"))
         self._conn = None
+        was_loading = self.state is EngineState.LOADING
+        self._lose_running(how, counts=not was_loading)
         if self._stopping or self.state is EngineState.FAILED:
+            self._fail_held(f"the model worker exited ({how})")
             return
-        was_ready = self.info is not None
-        if not was_ready:
-            self.error = f"the model worker exited while loading (status {exitcode})"
+        if self.info is None:  # it never loaded: nothing to restart
+            self.error = f"the model worker exited while loading ({how})"
             self.state = EngineState.FAILED
             self._ready.set()
+            self._fail_held(self.error)
             return
         if self._restarts >= MAX_RESTARTS:
-            self.error = f"the model worker crashed {self._restarts} times in a row"
-            self.state = EngineState.FAILED
-            log.error("%s; giving up", self.error)
-            if self._on_fatal is not None:
-                self._on_fatal(self.error)
+            self._give_up(how, was_loading)
             return
         delay = RESTART_BACKOFF_S[min(self._restarts, len(RESTART_BACKOFF_S) - 1)]
         self._restarts += 1
         self.state = EngineState.DOWN
-        log.error("model worker exited with status %s; restarting in %.1fs", exitcode, delay)
-        assert self._loop is not None
-        self._loop.call_later(delay, self._spawn)
+        log.error(
+            "model worker %s (%s); restarting in %.1f s, %d waiting requests kept",
+            "died while loading" if was_loading else "exited", how, delay, len(self._flights),
+        )  # fmt: skip
+        self._respawn = asyncio.get_running_loop().call_later(delay, self._spawn)
+
+    def _lose_running(self, how: str, counts: bool) -> None:
+        """The worker is gone: requests it was running get an error, and a crash count.
+
+        The others wait for the next worker; `counts`: this worker had them (it was not
+        still loading), which a waiting request survives MAX_REQUEUES times.
+        """
+        suspects: set[int] = set()
+        for fl in list(self._flights.values()):
+            if fl.started or fl.req is None:
+                if fl.req is not None:
+                    suspects.add(fingerprint(fl.req))
+                msg = (
+                    f"the model worker exited ({how}) while this request was running; "
+                    "the request is lost: retry it"
+                )
+                self._end(fl, ErrorKind.ENGINE_DOWN, msg, abort=False)
+            elif counts:
+                fl.requeues += 1
+                if fl.requeues > MAX_REQUEUES:
+                    msg = (
+                        f"the model worker exited ({how}) {fl.requeues} times while this "
+                        "request waited; it is not tried again"
+                    )
+                    self._end(fl, ErrorKind.ENGINE_DOWN, msg, abort=False)
+        for fp in suspects:
+            self._crashes[fp] = self._crashes.pop(fp, 0) + 1
+            while len(self._crashes) > POISON_MEMORY:
+                self._crashes.popitem(last=False)
+
+    def _give_up(self, how: str, was_loading: bool) -> None:
+        when = " while loading" if was_loading else ""
+        self.error = (
+            f"the model worker crashed {self._restarts + 1} times in a row without finishing "
+            f"a request (the last time{when}: {how}); it is not restarted again"
+        )
+        self.state = EngineState.FAILED
+        log.error("%s", self.error)
+        self._fail_held(self.error)
+        if self._on_fatal is not None:
+            self._on_fatal(self.error)
+
+    def _fail_held(self, message: str) -> None:
+        for fl in list(self._flights.values()):
+            self._end(fl, ErrorKind.ENGINE_DOWN, f"{message}; the request was not run", False)
+
+    def _resubmit(self) -> None:
+        """Send the requests that were waiting when the worker died to the new one."""
+        held = sorted(
+            (fl for fl in self._flights.values() if fl.req is not None), key=lambda f: f.order
+        )
+        reqs = []
+        for fl in held:
+            assert fl.req is not None
+            if self._poisoned(fl.req):
+                self._end(fl, ErrorKind.POISON, _POISON_MESSAGE, abort=False)
+            else:
+                fl.started = False
+                reqs.append(fl.req)
+        if reqs:
+            log.info("resubmitting %d requests that waited while the worker restarted", len(reqs))
+            with contextlib.suppress(EngineError, OSError, ValueError):
+                self._send(("submit", tuple(reqs)))
+
+    # -- ending requests on this side ----------------------------------------------
+    def _track(self, request_id: str, req: GenerateRequest | None) -> asyncio.Queue[Event]:
+        """Register a request about to be sent; its events go to the returned queue."""
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        fl = _Flight(request_id, q, req, next(self._order))
+        if self.request_timeout_s is not None:
+            loop = asyncio.get_running_loop()
+            fl.timer = loop.call_later(self.request_timeout_s, self._expire, fl)
+        self._flights[request_id] = fl
+        return q
+
+    def _forget(self, request_id: str) -> None:
+        """The worker is done with the request (or it should be): stop tracking it."""
+        fl = self._flights.pop(request_id, None)
+        if fl is not None and fl.timer is not None:
+            fl.timer.cancel()
+        self.last_active = time.monotonic()
+
+    def _end(self, fl: _Flight, kind: ErrorKind, message: str, abort: bool = True,
+             drop: bool = False) -> None:  # fmt: skip
+        """End a request from this side: its reader gets `message` after what it has."""
+        self._forget(fl.request_id)
+        if abort:
+            self.abort(fl.request_id)
+        if drop:
+            while not fl.queue.empty():
+                fl.queue.get_nowait()
+        fl.queue.put_nowait(ErrorEvent(fl.request_id, kind, message))
+
+    def _expire(self, fl: _Flight) -> None:
+        if self._flights.get(fl.request_id) is not fl:
+            return
+        limit = self.request_timeout_s
+        log.warning("request %s ran past --request_timeout_s (%g s); aborted", fl.request_id, limit)
+        msg = f"the request ran longer than --request_timeout_s ({limit:g} s) and was stopped"
+        self._end(fl, ErrorKind.TIMEOUT, msg)
+
+    def _poisoned(self, req: GenerateRequest) -> bool:
+        return bool(self._crashes) and self._crashes.get(fingerprint(req), 0) >= POISON_CRASHES
 
     # -- requests ----------------------------------------------------------------
     def new_id(self, prefix: str) -> str:
@@ -208,13 +414,22 @@ class EngineClient:
         """Submit requests in one message, so the worker admits them in the same step.
 
         The `n` choices of one API request go together this way: their batch, and so
-        their numerics, do not depend on how the messages happened to arrive.
+        their numerics, do not depend on how the messages happened to arrive. A group
+        with a request that crashed the worker POISON_CRASHES times is refused whole:
+        each stream yields one POISON error.
         """
         self._check_ready()
         self.last_active = time.monotonic()
-        streams = [_EventStream(self, r.id) for r in reqs]
+        streams = [_EventStream(self, r.id, r) for r in reqs]
+        if any(self._poisoned(r) for r in reqs):
+            log.warning("refused request %s: it crashed the model worker before", reqs[0].id)
+            for r in reqs:
+                self._end(self._flights[r.id], ErrorKind.POISON, _POISON_MESSAGE, abort=False)
+            return list(streams)
         try:
             self._send(("submit", tuple(reqs)))
+        except (OSError, ValueError):
+            pass  # the worker is dying: these wait for the restart (see _on_exit)
         except BaseException:
             for s in streams:
                 s.release()
@@ -227,14 +442,14 @@ class EngineClient:
 
     async def embed(self, req: EmbedRequest) -> EmbedResult | ErrorEvent:
         self._check_ready()
-        q: asyncio.Queue[Event] = asyncio.Queue()
-        self._queues[req.id] = q
+        q = self._track(req.id, None)
         try:
             self._send(("embed", req))
             ev = await q.get()
+        except (OSError, ValueError) as e:
+            raise EngineError(f"the model worker is not reachable ({e})") from e
         finally:
-            self._queues.pop(req.id, None)
-            self.last_active = time.monotonic()
+            self._forget(req.id)
         if isinstance(ev, (EmbedResult, ErrorEvent)):
             return ev
         raise EngineError(f"unexpected event {type(ev).__name__}")
@@ -259,81 +474,7 @@ class EngineClient:
             self._stats_waiters.pop(query_id, None)
 
 
-@dataclass
-class StreamStats:
-    """Timings (time.monotonic) and token counts of one stream, as its events are read."""
-
-    submitted: float
-    first_token: float | None = None  # the first event carrying a generated token
-    ended: float | None = None
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str | None = None  # stop, length, abort (closed early) or error
-
-    def see(self, ev: Event, now: float) -> None:
-        if isinstance(ev, Accepted):
-            self.prompt_tokens = ev.prompt_tokens
-        elif isinstance(ev, TokenEvent):
-            if self.first_token is None and ev.completion_tokens > 0:
-                self.first_token = now
-            self.completion_tokens = max(self.completion_tokens, ev.completion_tokens)
-            if ev.finish_reason is not None:
-                self.cached_tokens = ev.cached_tokens
-                self.finish_reason = ev.finish_reason.value
-                self.ended = now
-        elif isinstance(ev, ErrorEvent):
-            self.finish_reason, self.ended = "error", now
-
-    def closed(self, now: float) -> None:
-        if self.ended is None:
-            self.finish_reason, self.ended = "abort", now
-
-    @property
-    def ttft(self) -> float | None:
-        """Seconds from submit to the first generated token."""
-        return None if self.first_token is None else self.first_token - self.submitted
-
-    @property
-    def decode(self) -> tuple[float, int] | None:
-        """(seconds, tokens) after the first token, when there were at least two."""
-        if self.first_token is None or self.ended is None or self.completion_tokens < 2:
-            return None
-        return self.ended - self.first_token, self.completion_tokens - 1
-
-
-class _EventStream:
-    """The events of one submitted request; closing it before the end aborts the request."""
-
-    def __init__(self, client: EngineClient, request_id: str) -> None:
-        self._client, self.request_id = client, request_id
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        client._queues[request_id] = self._queue
-        self._done = False
-        self.stats = StreamStats(submitted=time.monotonic())
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._done:
-            raise StopAsyncIteration
-        ev = await self._queue.get()
-        self.stats.see(ev, time.monotonic())
-        if isinstance(ev, ErrorEvent) or (
-            isinstance(ev, TokenEvent) and ev.finish_reason is not None
-        ):
-            self.release()
-        return ev
-
-    def release(self) -> None:
-        """Forget the request (it ended): no abort is sent."""
-        self._done = True
-        self._client._queues.pop(self.request_id, None)
-        self._client.last_active = time.monotonic()
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self.stats.closed(time.monotonic())
-            self.release()
-            self._client.abort(self.request_id)
+_POISON_MESSAGE = (
+    f"this request was running each time the model worker crashed ({POISON_CRASHES} times); "
+    "it is refused so that the model keeps serving other requests"
+)

@@ -24,6 +24,10 @@ class ErrorKind(str, Enum):
     INVALID = "invalid_request"
     ENGINE_DOWN = "engine_unavailable"
     INTERNAL = "internal"
+    # The same request was running twice when the worker died: refused, not run again.
+    POISON = "request_crashes_model"
+    TIMEOUT = "timeout"  # it ran past --request_timeout_s
+    CLIENT_TOO_SLOW = "client_too_slow"  # its reader fell too far behind the engine
 
 
 @dataclass(frozen=True)
