@@ -97,3 +97,35 @@ async def test_load_failure_is_reported(tmp_path: object) -> None:
         await engine.start()
     assert engine.state is EngineState.FAILED
     await engine.stop()
+
+
+async def test_a_request_waiting_for_a_slot_outlives_a_worker_crash(smollm2_path: str) -> None:
+    engine = EngineClient(WorkerConfig(model_path=smollm2_path, n_ctx=512, n_threads=2, parallel=1))
+    await engine.start()
+    try:
+        short = GenerateRequest("ref", PROMPT, GREEDY, max_tokens=8)
+        expected, _ = await _run(engine, short)
+        running = engine.submit(
+            GenerateRequest("long", PROMPT, GREEDY, max_tokens=400, ignore_eos=True)
+        )
+        assert isinstance(await anext(running), Accepted)
+        assert isinstance(await anext(running), TokenEvent)  # it holds the only slot
+        waiting = engine.submit(GenerateRequest("waits", PROMPT, GREEDY, max_tokens=8))
+        assert isinstance(await anext(waiting), Accepted)  # in the worker, not started
+        old = engine._proc.pid
+        os.kill(old, signal.SIGKILL)
+
+        evs = [ev async for ev in running]
+        assert isinstance(evs[-1], ErrorEvent) and evs[-1].kind is ErrorKind.ENGINE_DOWN
+        assert "SIGKILL" in evs[-1].message and "running" in evs[-1].message
+        # The waiting request is sent to the new worker and answered there, in full.
+        rest = await asyncio.wait_for(_collect(waiting), timeout=120)
+        assert not any(isinstance(ev, (Accepted, ErrorEvent)) for ev in rest)
+        assert "".join(ev.text for ev in rest if isinstance(ev, TokenEvent)) == expected
+        assert engine.state is EngineState.READY and engine._proc.pid != old
+    finally:
+        await engine.stop()
+
+
+async def _collect(stream: object) -> list[object]:
+    return [ev async for ev in stream]  # type: ignore[attr-defined]
