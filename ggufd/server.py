@@ -52,7 +52,7 @@ def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
 def service_factory(verbose: bool) -> ServiceFactory:
     def build(entry: ModelSettings) -> ModelService:
         return ModelService(
-            EngineClient(worker_config(entry, verbose)),
+            EngineClient(worker_config(entry, verbose), request_timeout_s=entry.request_timeout_s),
             entry.model_id,
             chat_format=entry.chat_format,
             aliases=tuple(n for n in entry.names if n != entry.model_id),

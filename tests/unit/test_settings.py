@@ -10,7 +10,9 @@ import yaml
 
 from ggufd import settings as settings_module
 from ggufd.cli import parse_settings
+from ggufd.server import service_factory
 from ggufd.settings import (
+    ModelSettings,
     ServerSettings,
     SettingsError,
     default_model_path,
@@ -380,3 +382,8 @@ def test_queue_cap_and_timeout_are_per_model(tmp_path: Path) -> None:
     a, b = load_settings({"config_file": _write_json(tmp_path, config)}).model_entries()
     assert (a.max_queue, a.max_tokens_limit, a.request_timeout_s) == (2, 100, None)
     assert (b.max_queue, b.max_tokens_limit, b.request_timeout_s) == (0, 5, 9.0)
+
+
+def test_request_timeout_reaches_the_engine_client(tmp_path: Path) -> None:
+    entry = ModelSettings(model=str(tmp_path / "m.gguf"), request_timeout_s=7.5)
+    assert service_factory(False)(entry).engine.request_timeout_s == 7.5
