@@ -403,8 +403,9 @@ class ModelPool:
             if m.header is not None and m.header.context_length:
                 card["meta"] = {"n_ctx_train": m.header.context_length}
         card["status"] = m.state
-        if m.error:
-            card["error"] = m.error
+        engine_error = m.service.engine.error if m.service is not None else None
+        if m.error or (m.state in ("down", "failed") and engine_error):
+            card["error"] = m.error or engine_error
         aliases = [n for n in m.settings.names if n != m.model_id]
         if aliases:
             card["aliases"] = aliases

@@ -5,28 +5,61 @@ spec 2.4), but uvicorn drops writes to a closed connection silently, so a genera
 would run to its end for nobody. This response always races the body against
 `http.disconnect`; on disconnect the body iterator is cancelled, which aborts the
 request in the engine.
+
+A client that stays connected but stops reading makes `send` wait on flow control.
+If one send waits longer than SEND_TIMEOUT_S, the response is ended (the connection
+closes) and the body iterator is cancelled, so the request neither runs on nor holds
+its place in the model's queue for nobody.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import anyio
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SEND_TIMEOUT_S = 60.0  # a client that accepts no bytes for this long has stalled
+
+log = logging.getLogger("ggufd")
 
 
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed_send(message: Message) -> None:
+            with anyio.fail_after(SEND_TIMEOUT_S):
+                await send(message)
+
+        try:
+            await self._race(scope, receive, timed_send)
+        finally:
+            # A body suspended at a `yield` is not reached by cancellation: close it, so
+            # its clean-up (aborting the engine request) runs now, not at garbage collection.
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _race(self, scope: Scope, receive: Receive, timed_send: Send) -> None:
         async with anyio.create_task_group() as tg:
 
             async def stream() -> None:
-                with contextlib.suppress(OSError):  # the client went away while we wrote
-                    await self.stream_response(send)
+                try:
+                    await self.stream_response(timed_send)
+                except OSError:
+                    pass  # the client went away while we wrote
+                except TimeoutError:
+                    client = scope.get("client")
+                    log.warning(
+                        "a streaming client (%s) read nothing for %.0f s; closing its stream",
+                        f"{client[0]}:{client[1]}" if client else "?",
+                        SEND_TIMEOUT_S,
+                    )
                 tg.cancel_scope.cancel()
 
             tg.start_soon(stream)

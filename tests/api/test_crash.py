@@ -220,6 +220,8 @@ def test_a_worker_that_cannot_come_back_is_given_up_on(smollm2_path: str, tmp_pa
             return str(cards[0]["status"])
 
         wait_for(lambda: status() == "failed", timeout=TIMEOUT)
+        card = http.get("/v1/models").json()["data"][0]
+        assert "could not load" in card["error"]  # /v1/models says why, as /health does
         health = http.get("/health")
         assert health.status_code == 503
         assert "could not load" in health.json()["error"]["message"]
