@@ -133,7 +133,20 @@ _ERRORS: dict[int, str] = {
     503: "The model is loading, down or its queue is full (Retry-After)",
     504: "The request timed out in the engine",
 }
-_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+# Open API 3.1: the schema of an event stream describes each event.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A JSON chunk (chat.completion.chunk or text_completion), an "
+            "error body, or [DONE] at the end",
+        },
+        "event": {"type": "string"},
+    },
+    "required": ["data"],
+}
+_SSE = {"text/event-stream": {"schema": _SSE_EVENT}}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
