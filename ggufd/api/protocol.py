@@ -23,6 +23,7 @@ from ggufd.api.limits import (
     check_count,
 )
 from ggufd.engine.types import GenerateRequest, SamplingParams
+from ggufd.grammar.gbnf import check_gbnf
 
 
 class WireModel(BaseModel):
@@ -71,6 +72,7 @@ class SamplingFields(WireModel):
             (v or "").encode()
         except UnicodeEncodeError as e:
             raise ValueError(f"the grammar is not valid Unicode text: {e.reason}") from e
+        check_gbnf(v or "")  # too large or too deeply nested for llama.cpp's parser
         return v
 
     @field_validator("logit_bias")

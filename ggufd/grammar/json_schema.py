@@ -25,7 +25,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from ggufd.grammar.gbnf import (
+    MAX_GENERATED_GBNF_CHARS,
+    GrammarLimitError,
     SchemaError,
+    check_gbnf,
     gbnf_literal,
     repeat,
     seq,
@@ -342,7 +345,12 @@ class GrammarBuilder:
             if body is None:
                 raise RuntimeError(f"grammar rule {name!r} has no body")
             lines.append(f"{name} ::= {body}".rstrip())
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        try:
+            check_gbnf(text, MAX_GENERATED_GBNF_CHARS)
+        except GrammarLimitError as e:
+            raise SchemaError(f"the schema is too large for a grammar: {e}") from None
+        return text
 
     # --- rule bookkeeping -----------------------------------------------------------------
 
