@@ -318,8 +318,8 @@ class GrammarBuilder:
             return name
         except BaseException as exc:
             self._restore(saved)
-            if isinstance(exc, RecursionError):
-                raise SchemaError("schema is nested too deeply") from None
+            if isinstance(exc, RecursionError):  # deep nesting, or thousands of properties
+                raise SchemaError("schema is nested too deeply or too large") from None
             raise
         finally:
             self._doc = True
