@@ -33,6 +33,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
+from hypothesis.reporting import with_reporter
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -134,7 +135,8 @@ def fuzz_operation(
 
     test: Callable[[], None] = run if rng_seed is None else seed(rng_seed)(run)
     try:
-        test()
+        with with_reporter(lambda _: None):  # failures are reported below, with their request
+            test()
     except Unsatisfiable:
         pass  # negative mode on an operation without parameters: nothing can be invalid
     except Exception as e:  # a check failed, or the request could not be made
