@@ -126,9 +126,8 @@ async def _json_request(
         ok = bool(check(r.json()))
     except (ValueError, KeyError, TypeError, IndexError):
         ok = False
-    return Outcome(
-        kind, "ok" if ok else "lost", "" if ok else "malformed reply", time.monotonic() - t0
-    )
+    detail = "" if ok else f"malformed reply: {r.text[:300]}"
+    return Outcome(kind, "ok" if ok else "lost", detail, time.monotonic() - t0)
 
 
 def _chat_ok(body: dict[str, Any]) -> bool:
@@ -137,7 +136,12 @@ def _chat_ok(body: dict[str, Any]) -> bool:
 
 
 def _tools_ok(body: dict[str, Any]) -> bool:
-    calls = body["choices"][0]["message"]["tool_calls"]
+    """A forced call whose arguments are a JSON object, or a reply cut by max_tokens first
+    (the call plus a long argument string can pass 48 tokens: a correct `length` reply)."""
+    choice = body["choices"][0]
+    if choice["finish_reason"] == "length":
+        return True
+    calls = choice["message"]["tool_calls"]
     return bool(calls) and all(
         isinstance(json.loads(c["function"]["arguments"]), dict) for c in calls
     )
