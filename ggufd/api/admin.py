@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ggufd.api import docs
 from ggufd.api.errors import APIError
 from ggufd.gguf import ModelFileError
 from ggufd.memory import MIB
@@ -59,7 +60,7 @@ async def reload_config(app: FastAPI) -> dict[str, Any]:
     return report
 
 
-@router.post("/admin/reload", tags=["server"])
+@router.post("/admin/reload", tags=["server"], responses=docs.RELOAD)
 async def reload(request: Request) -> JSONResponse:
     report = await reload_config(request.app)
     return JSONResponse({"status": "reloaded", **report})

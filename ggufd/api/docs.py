@@ -184,6 +184,10 @@ MODEL: dict[int | str, dict[str, Any]] = {
     # (stands in for FastAPI's 422 for a bad path parameter, which this one cannot be)
     "4XX": {"model": ErrorBody, "description": "Any other client error"},
 }
+RELOAD: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The configuration was re-read: models kept, added, changed, removed"},
+    **_errors(400, 401),
+}
 HEALTH: dict[int | str, dict[str, Any]] = {
     200: _ok(Health, "The server can serve"),
     **_errors(503),

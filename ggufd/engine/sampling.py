@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ggufd.engine.types import SamplingParams
+from ggufd.grammar.gbnf import MAX_GENERATED_GBNF_CHARS, GrammarLimitError, check_gbnf
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,18 @@ class GrammarError(ValueError):
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
 
+def _grammar_bytes(grammar: str) -> bytes:
+    """The grammar for llama.cpp, checked here too: whatever route a grammar took, one that
+    nests too deeply overflows llama.cpp's recursive parser and kills the process."""
+    try:
+        check_gbnf(grammar, MAX_GENERATED_GBNF_CHARS)
+        return grammar.encode()
+    except GrammarLimitError as e:
+        raise GrammarError(str(e)) from None
+    except UnicodeEncodeError:
+        raise GrammarError("the grammar contains a lone surrogate (invalid UTF-16)") from None
+
+
 class Sampler:
     """One sequence's sampler chain (it keeps the RNG and penalty state of that sequence).
 
@@ -96,12 +109,13 @@ class Sampler:
         vocab: Any = None,
     ) -> None:
         self.n_vocab = n_vocab
+        grammar_bytes = _grammar_bytes(grammar) if grammar is not None else None
         self._chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         for stage in plan_chain(params, seed):
             lc.llama_sampler_chain_add(self._chain, _make_stage(stage, n_vocab))
         self._grammar: Any = None
-        if grammar is not None:
-            g = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if grammar_bytes is not None:
+            g = lc.llama_sampler_init_grammar(vocab, grammar_bytes, b"root")
             if not g:
                 self.close()
                 raise GrammarError("the grammar could not be parsed (see the GBNF syntax)")
@@ -138,7 +152,7 @@ class Sampler:
         return bool(np.isfinite(one["logit"][0]))
 
     def close(self) -> None:
-        if self._chain is not None:
+        if getattr(self, "_chain", None) is not None:
             lc.llama_sampler_free(self._chain)
             self._chain = None
         if getattr(self, "_grammar", None) is not None:

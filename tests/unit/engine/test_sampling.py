@@ -215,3 +215,19 @@ def test_log_softmax_matches_the_definition() -> None:
 )
 def test_top_logprobs(values: list[float], n: int, expected: list[tuple[int, float]]) -> None:
     assert top_logprobs(np.array(values, dtype=np.float64), n) == expected
+
+
+@pytest.mark.parametrize(
+    ("grammar", "message"),
+    [
+        ("root ::= " + "(" * 300 + '"a"' + ")" * 300, "nests groups 300 deep"),
+        ('root ::= "\ud800"', "lone surrogate"),
+    ],
+)
+def test_a_grammar_llama_cpp_cannot_take_is_refused_before_it(grammar: str, message: str) -> None:
+    """Checked in the engine too, whatever route the grammar came by: 100,000 nested groups
+    overflow llama.cpp's recursive parser and kill the worker (found by the hostile tests)."""
+    from ggufd.engine.sampling import GrammarError
+
+    with pytest.raises(GrammarError, match=message):
+        Sampler(SamplingParams(), seed=1, n_vocab=10, grammar=grammar, vocab=None)
