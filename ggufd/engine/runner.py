@@ -24,9 +24,14 @@ from ggufd.engine import devices
 from ggufd.engine.scheduler import BatchItem
 from ggufd.engine.types import ModelInfo, Offload, WorkerConfig
 from ggufd.gguf import ModelFileError, check_model_file
-from ggufd.memory import COMPUTE_ALLOWANCE, kv_bytes_per_cell, kv_cells
+from ggufd.memory import (
+    COMPUTE_ALLOWANCE,
+    DEFAULT_CTX_CAP,
+    block_count,
+    kv_bytes_per_cell,
+    kv_cells,
+)
 
-DEFAULT_CTX_CAP = 8192
 ALL_LAYERS = 0x7FFFFFFF
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # enum llama_split_mode
 EMBED_CTX_CAP = 4096
@@ -40,6 +45,9 @@ class DecodeError(RuntimeError):
     def __init__(self, code: int) -> None:
         super().__init__(f"llama_decode failed with status {code}")
         self.code = code
+
+
+_installed_log_callback: Any = None
 
 
 class _Log:
@@ -56,8 +64,12 @@ class _Log:
             if self.verbose:
                 os.write(2, line.encode())
 
-        self._cb = lc.llama_log_callback(cb)  # keep a reference: C holds the pointer
+        self._cb = lc.llama_log_callback(cb)
         lc.llama_log_set(self._cb, ctypes.c_void_p(0))
+        # llama.cpp keeps the pointer after this Runner is gone (a closed Runner in a
+        # process that goes on using llama.cpp): the latest callback must outlive it.
+        global _installed_log_callback
+        _installed_log_callback = self._cb
 
     def last_error(self) -> str:
         for line in reversed(self.lines):
@@ -80,10 +92,7 @@ def plan_offload(cfg: WorkerConfig) -> Offload:
         header = check_model_file(cfg.model_path)
     except ModelFileError:
         header = None  # llama.cpp will say what is wrong
-    n_layer = 0
-    if header is not None:
-        count = header.metadata.get(f"{header.architecture}.block_count")
-        n_layer = count if isinstance(count, int) else 0
+    n_layer = block_count(header) if header is not None else 0
     of = n_layer + 1
     requested = cfg.n_gpu_layers
     gpus = devices.gpus() if requested not in (0, "0") else []
