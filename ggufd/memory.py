@@ -39,11 +39,16 @@ def _as_int(value: Any, default: int) -> int:
     return int(value) if isinstance(value, (int, float)) else default
 
 
+def block_count(header: GGUFHeader) -> int:
+    """The model's repeating layers (``{arch}.block_count``; 0 if absent)."""
+    return _as_int(_key(header.metadata, header.architecture or "", "block_count"), 0)
+
+
 def kv_bytes_per_cell(header: GGUFHeader) -> int:
     """Bytes one KV cell takes over all layers (K and V), from the header's shapes."""
     meta = header.metadata
     arch = header.architecture or ""
-    n_layer = _as_int(_key(meta, arch, "block_count"), 0)
+    n_layer = block_count(header)
     n_embd = _as_int(_key(meta, arch, "embedding_length"), 0)
     n_head = _as_int(_key(meta, arch, "attention.head_count"), 1) or 1
     n_head_kv = _as_int(_key(meta, arch, "attention.head_count_kv"), n_head) or n_head
@@ -73,7 +78,7 @@ def estimate(
     weights = max(header.data_end - header.data_start, 0) or file_size
     kv = kv_bytes_per_cell(header) * kv_cells(header, n_ctx, kv_size)
     total = weights + kv + COMPUTE_ALLOWANCE
-    n_layer = _as_int(_key(header.metadata, header.architecture or "", "block_count"), 0)
+    n_layer = block_count(header)
     if n_gpu_layers == 0 or n_layer == 0:
         share = 0.0
     # "auto" offloads as much as fits: count it all as device memory

@@ -24,11 +24,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ggufd.api.errors import APIError
+from ggufd.memory import MIB
 from ggufd.settings import ServerSettings
 
 log = logging.getLogger("ggufd.api")
 
-MIB = 1024 * 1024
 
 # Counts one request may hold. A body is at most --max_body_mb (16 MiB) anyway; these
 # keep a body within that size from costing work out of proportion (each list item is

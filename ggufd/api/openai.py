@@ -95,8 +95,13 @@ def _record(request: Request, service: ModelService, stream: bool | None) -> Req
     return rec
 
 
-def _token_cap(request: Request, model: str | None) -> int | None:
-    """The --max_tokens_limit of the model a request names."""
+def _admit_generation(
+    request: Request, service: ModelService, model: str | None, stream: bool
+) -> int | None:
+    """What both generation routes do once their model is loaded: note the model for the
+    request log, refuse an embeddings-only model, and give its --max_tokens_limit."""
+    _record(request, service, stream)
+    service.check_generates()
     return _pool(request).find(model).settings.max_tokens_limit
 
 
@@ -124,10 +129,8 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
     async with _pool(request).use(body.model, at_end(request)) as service:
-        _record(request, service, body.stream)
-        service.check_generates()
-        body = body.with_token_cap(_token_cap(request, body.model))
-        return await _chat(service, body, request)
+        cap = _admit_generation(request, service, body.model, body.stream)
+        return await _chat(service, body.with_token_cap(cap), request)
 
 
 async def _chat(
@@ -167,10 +170,8 @@ async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | EventStreamResponse:
     async with _pool(request).use(body.model, at_end(request)) as service:
-        _record(request, service, body.stream)
-        service.check_generates()
-        body = body.with_token_cap(_token_cap(request, body.model))
-        return await _complete(service, body, request)
+        cap = _admit_generation(request, service, body.model, body.stream)
+        return await _complete(service, body.with_token_cap(cap), request)
 
 
 async def _complete(

@@ -27,7 +27,7 @@ from typing import IO
 
 import httpx
 
-from ggufd.bench.stats import child_pids, cmdline, read_kb
+from ggufd.bench.stats import read_kb, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_VENV = Path(os.environ.get("GGUFD_BENCH_VENV", ROOT / ".bench-venv"))
@@ -80,7 +80,7 @@ class Server:
         procs = {"server": self.proc.pid}
         if self.name == "ggufd":
             procs = {"api": self.proc.pid}
-            workers = [p for p in child_pids(self.proc.pid) if "spawn_main" in cmdline(p)]
+            workers = worker_pids(self.proc.pid)
             for i, pid in enumerate(workers):
                 procs["worker" if i == 0 else f"worker{i}"] = pid
         out: dict[str, dict[str, float | None]] = {}

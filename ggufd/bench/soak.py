@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from ggufd.bench.peers import free_port, start_process
-from ggufd.bench.stats import child_pids, cmdline, percentile, read_kb
+from ggufd.bench.stats import percentile, read_kb, worker_pids
 from ggufd.settings import default_model_path
 
 KINDS = {"chat": 3, "stream": 4, "tools": 2, "embed": 2, "disconnect": 1, "cancel": 1}
@@ -213,7 +213,7 @@ async def one_request(http: httpx.AsyncClient, rng: random.Random) -> Outcome:
 
 
 def sample_memory(pid: int, t0: float) -> MemorySample:
-    workers = [p for p in child_pids(pid) if "spawn_main" in cmdline(p)]
+    workers = worker_pids(pid)
     api = (read_kb(pid, "VmRSS") or 0) / 1024
     return MemorySample(
         time.monotonic() - t0, api, sum((read_kb(w, "VmRSS") or 0) / 1024 for w in workers)

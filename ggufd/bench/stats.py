@@ -72,6 +72,12 @@ def child_pids(pid: int, proc: Path = Path("/proc")) -> list[int]:
     return kids
 
 
+def worker_pids(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The model worker processes of a ggufd server (its multiprocessing spawn children,
+    not the resource tracker)."""
+    return [p for p in child_pids(pid, proc) if "spawn_main" in cmdline(p, proc)]
+
+
 def cmdline(pid: int, proc: Path = Path("/proc")) -> str:
     """The command line of pid, arguments joined by spaces ('' when gone)."""
     try:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import llama_cpp as lc
 
+from ggufd.memory import MIB
+
 # enum ggml_backend_dev_type
 TYPE_NAMES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator", 4: "meta"}
 GPU_TYPES = frozenset({1, 2})
 AUTO_HEADROOM = 0.9  # of the free memory, for driver and fragmentation slack
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)

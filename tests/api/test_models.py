@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from ggufd.bench.stats import worker_pids
 from tests.support.server import RunningServer, start_server
 
 pytestmark = pytest.mark.model
@@ -22,17 +23,8 @@ TIMEOUT = 120.0
 
 
 def children(pid: int) -> set[int]:
-    """The server's model worker processes (multiprocessing spawn children)."""
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            except OSError:
-                continue  # exited meanwhile
-            if b"spawn_main" in cmdline:  # not the resource tracker
-                out.add(int(child))
-    return out
+    """The server's model worker processes."""
+    return set(worker_pids(pid))
 
 
 def config(tmp_path: Path, data: dict[str, Any]) -> str:
