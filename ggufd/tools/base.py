@@ -3,7 +3,10 @@
 A :class:`Dialect` describes how one model family writes tool calls. It names the
 markers that may begin a call anywhere in a reply (:meth:`Dialect.start_markers`) and
 matches a call at such a marker (:meth:`Dialect.match_marker`) or at the very start of the
-reply (:meth:`Dialect.match_leading`, for dialects whose calls carry no marker).
+reply (:meth:`Dialect.match_leading`, for dialects whose calls carry no marker). It also
+writes calls (:meth:`Dialect.format_call`, :meth:`Dialect.format_calls`) and gives the
+grammar that forces the model to make one (:meth:`Dialect.call_grammar`; most dialects take
+all three from a :class:`ggufd.tools.grammar.CallForm`).
 
 :class:`Scanner` drives those hooks over text that may arrive in pieces. Whole-reply
 parsing (:meth:`Dialect.parse`) and streaming (:mod:`ggufd.tools.stream`) both run it, so
@@ -22,7 +25,7 @@ import re
 import secrets
 import string
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Final, TypeAlias
@@ -30,6 +33,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 from ggufd.text import partial_marker_len
 
 __all__ = [
+    "MAX_PARALLEL_CALLS",
     "NEED_MORE",
     "WRAP_KEY",
     "ContentTrimmer",
@@ -40,6 +44,7 @@ __all__ = [
     "ParseResult",
     "ParsedCall",
     "Scanner",
+    "ToolSpec",
     "call_from_obj",
     "call_json",
     "calls_from_value",
@@ -53,6 +58,8 @@ __all__ = [
 
 # Arguments that are not a JSON object are wrapped as {WRAP_KEY: value}.
 WRAP_KEY: Final = "value"
+MAX_PARALLEL_CALLS: Final = 8
+"""Most calls a forced-call grammar allows in one reply (see :meth:`Dialect.call_grammar`)."""
 
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 _WS = re.compile(r"\s*")
@@ -64,6 +71,24 @@ class ParsedCall:
 
     name: str
     arguments: str  # compact JSON object text; "{}" when none
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model, whatever API it came by.
+
+    ``parameters`` is the JSON schema of the call's arguments (None: any object). A
+    free-form tool (the Responses API's ``custom`` tools) takes one text input instead:
+    it is offered as a function whose arguments are ``{"input": <text>}``, and
+    ``grammar``, when given, is the GBNF (rule ``root``) that text must match.
+    """
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] | None = None
+    strict: bool | None = None
+    free_form: bool = False
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +310,21 @@ class Dialect(ABC):
     @abstractmethod
     def format_call(self, name: str, arguments_json: str) -> str:
         """How this dialect writes one call (for few-shot examples and generic prompts)."""
+
+    @abstractmethod
+    def format_calls(self, calls: Sequence[ParsedCall]) -> str:
+        """How this dialect writes several calls in one reply (one: as :meth:`format_call`)."""
+
+    @abstractmethod
+    def call_grammar(self, tools: Sequence[ToolSpec], parallel: bool) -> str:
+        """GBNF (rule ``root``) whose every match is a call of one of ``tools``.
+
+        Exactly one call, or with ``parallel`` 1 to :data:`MAX_PARALLEL_CALLS`, written as
+        :meth:`format_calls` writes them (JSON whitespace aside), each tool's ``parameters``
+        schema constraining its arguments. Raises
+        :class:`~ggufd.grammar.gbnf.SchemaError` when a schema cannot be converted or a
+        tool's name cannot be written in this dialect.
+        """
 
     def match_marker(self, text: str, marker: str, final: bool) -> MatchResult:
         """Calls at the start of ``text``, which begins with ``marker``.

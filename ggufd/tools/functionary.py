@@ -13,7 +13,6 @@ import re
 
 from ggufd.tools.base import (
     NEED_MORE,
-    Dialect,
     Match,
     MatchResult,
     ParsedCall,
@@ -21,6 +20,7 @@ from ggufd.tools.base import (
     normalize_arguments,
     skip_ws,
 )
+from ggufd.tools.grammar import CallForm, FormDialect
 
 __all__ = ["CONTENT_RECIPIENT", "MARKER", "FunctionaryDialect"]
 
@@ -29,14 +29,14 @@ CONTENT_RECIPIENT = "all"
 _NAME = re.compile(r"[A-Za-z0-9_.:\-]*")
 
 
-class FunctionaryDialect(Dialect):
+class FunctionaryDialect(FormDialect):
+    """Calls are written ``>>>name\\n{...}`` one after another, the name bare."""
+
     name = "functionary"
+    call_form = CallForm(before_name=MARKER, between="\n", after="", quote_name=False)
 
     def start_markers(self) -> tuple[str, ...]:
         return (MARKER,)
-
-    def format_call(self, name: str, arguments_json: str) -> str:
-        return f"{MARKER}{name}\n{normalize_arguments(arguments_json)}"
 
     def match_leading(self, text: str, final: bool) -> MatchResult:
         return _segment(text, 0, final)

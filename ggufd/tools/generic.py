@@ -14,17 +14,16 @@ from typing import Any
 
 from ggufd.tools.base import (
     NEED_MORE,
-    Dialect,
     Match,
     MatchResult,
     ParsedCall,
     call_from_obj,
-    call_json,
     calls_from_value,
     decode_json,
     match_json_sequence,
     skip_ws,
 )
+from ggufd.tools.grammar import CallForm, FormDialect
 
 __all__ = ["FENCE", "GenericDialect", "generic_calls"]
 
@@ -47,14 +46,14 @@ def generic_calls(value: Any) -> tuple[ParsedCall, ...] | None:
     return calls_from_value(value, require_args=True)
 
 
-class GenericDialect(Dialect):
+class GenericDialect(FormDialect):
     name = "generic"
+    call_form = CallForm(
+        before_name='{"name": ', between=', "arguments": ', after="}", separator=", "
+    )
 
     def start_markers(self) -> tuple[str, ...]:
         return ()
-
-    def format_call(self, name: str, arguments_json: str) -> str:
-        return call_json(name, arguments_json)
 
     def match_leading(self, text: str, final: bool) -> MatchResult:
         if text.startswith(FENCE):

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from ggufd.tools.base import (
     NEED_MORE,
-    Dialect,
     Match,
     MatchResult,
-    call_json,
     calls_from_value,
     decode_json,
     skip_ws,
 )
+from ggufd.tools.grammar import CallForm, FormDialect
 
 __all__ = ["CLOSE_TAG", "OPEN_TAG", "HermesDialect"]
 
@@ -26,14 +25,17 @@ OPEN_TAG = "<tool_call>"
 CLOSE_TAG = "</tool_call>"
 
 
-class HermesDialect(Dialect):
+class HermesDialect(FormDialect):
     name = "hermes"
+    call_form = CallForm(
+        before_name=f'{OPEN_TAG}\n{{"name": ',
+        between=', "arguments": ',
+        after=f"}}\n{CLOSE_TAG}",
+        separator="\n",
+    )
 
     def start_markers(self) -> tuple[str, ...]:
         return (OPEN_TAG,)
-
-    def format_call(self, name: str, arguments_json: str) -> str:
-        return f"{OPEN_TAG}\n{call_json(name, arguments_json)}\n{CLOSE_TAG}"
 
     def match_marker(self, text: str, marker: str, final: bool) -> MatchResult:
         pos = skip_ws(text, len(marker))

@@ -12,14 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ggufd.tools.base import (
-    Dialect,
-    MatchResult,
-    ParsedCall,
-    call_from_obj,
-    call_json,
-    match_json_sequence,
-)
+from ggufd.tools.base import MatchResult, ParsedCall, call_from_obj, match_json_sequence
+from ggufd.tools.grammar import CallForm, FormDialect
 
 __all__ = ["PYTHON_TAG", "Llama3Dialect"]
 
@@ -32,14 +26,14 @@ def _read(value: Any) -> tuple[ParsedCall, ...] | None:
     return None if call is None else (call,)
 
 
-class Llama3Dialect(Dialect):
+class Llama3Dialect(FormDialect):
     name = "llama3"
+    call_form = CallForm(
+        before_name='{"name": ', between=', "parameters": ', after="}", separator="; "
+    )
 
     def start_markers(self) -> tuple[str, ...]:
         return (PYTHON_TAG,)
-
-    def format_call(self, name: str, arguments_json: str) -> str:
-        return call_json(name, arguments_json, "parameters")
 
     def match_leading(self, text: str, final: bool) -> MatchResult:
         if not text.startswith("{"):

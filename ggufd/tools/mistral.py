@@ -12,16 +12,15 @@ import re
 
 from ggufd.tools.base import (
     NEED_MORE,
-    Dialect,
     Match,
     MatchResult,
     ParsedCall,
-    call_json,
     calls_from_value,
     decode_json,
     normalize_arguments,
     skip_ws,
 )
+from ggufd.tools.grammar import CallForm, FormDialect
 
 __all__ = ["ARGS_TAG", "CALL_ID_TAG", "TOOL_CALLS", "MistralDialect"]
 
@@ -32,14 +31,21 @@ _NAME = re.compile(r"[A-Za-z0-9_.:\-]*")
 _CALL_ID = re.compile(r"[A-Za-z0-9_\-]*")
 
 
-class MistralDialect(Dialect):
+class MistralDialect(FormDialect):
+    """Written (and forced) in the JSON list form."""
+
     name = "mistral"
+    call_form = CallForm(
+        before_name='{"name": ',
+        between=', "arguments": ',
+        after="}",
+        separator=", ",
+        opening=f"{TOOL_CALLS}[",
+        closing="]",
+    )
 
     def start_markers(self) -> tuple[str, ...]:
         return (TOOL_CALLS,)
-
-    def format_call(self, name: str, arguments_json: str) -> str:
-        return f"{TOOL_CALLS}[{call_json(name, arguments_json)}]"
 
     def match_marker(self, text: str, marker: str, final: bool) -> MatchResult:
         pos = skip_ws(text, len(marker))
