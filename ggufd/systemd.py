@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from ggufd.cli import fail, parse_settings
+from ggufd.flags import fail, parse_settings
 
 PROG = "ggufd service"
 DESCRIPTION = "ggufd OpenAI-compatible GGUF inference server"

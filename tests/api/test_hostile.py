@@ -6,7 +6,7 @@ Covered: deeply nested and huge schemas, recursive $ref, invalid and hostile GBN
 logit_bias out of range or huge, thousands of stop strings, prompts of only special
 tokens, NUL bytes and lone surrogates in every string that reaches the engine, bodies
 nested past the JSON parser's limit. (Malicious chat templates come from model files,
-not requests: tests/unit/chat/test_template_limits.py.)
+not requests: tests/unit/chat/test_limits.py.)
 """
 
 from __future__ import annotations

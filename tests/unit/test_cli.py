@@ -1,6 +1,6 @@
-"""Tests for ggufd.cli: flags, one-line errors with exit status 2, and the hand-off to serve."""
+"""Tests for ggufd.cli: main's one-line errors with exit status 2, the model and chat-format
+checks, the subcommands and the hand-off to serve. The flags themselves: test_flags.py."""
 
-import json
 import os
 import struct
 import subprocess
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import ggufd.cli as cli
-from ggufd.cli import build_parser, main, parse_settings
+from ggufd import flags
+from ggufd.cli import main
 from ggufd.settings import ModelSettings, ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,84 +73,19 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("flag", ["--n_ctx", "--n-ctx"])
-def test_underscore_and_dash_spellings(flag: str) -> None:
-    assert parse_settings([flag, "1024"]).n_ctx == 1024
-
-
-def test_dash_spelling_with_equals() -> None:
-    settings = parse_settings(["--n-gpu-layers=3", "--model_alias=x", "--chat-format", "chatml"])
-    assert (settings.n_gpu_layers, settings.model_alias, settings.chat_format) == (3, "x", "chatml")
-
-
-@pytest.mark.parametrize("value", ["False", "false", "0", "no", "off"])
-def test_verbose_false(value: str) -> None:
-    assert parse_settings(["--verbose", value]).verbose is False
-
-
-@pytest.mark.parametrize("value", ["True", "true", "1", "yes", "on"])
-def test_embedding_true(value: str) -> None:
-    assert parse_settings(["--embedding", value]).embedding is True
-
-
-def test_negative_numbers_as_values() -> None:
-    settings = parse_settings(["--n_gpu_layers", "-1", "--seed", "-1"])
-    assert settings.n_gpu_layers == -1
-    assert settings.seed == -1
-
-
-def test_optional_int_accepts_none() -> None:
-    assert parse_settings(["--n_ctx", "None"]).n_ctx is None
-
-
-def test_only_given_flags_are_parsed() -> None:
-    namespace = build_parser().parse_args(["--port", "9000"])
-    assert vars(namespace) == {"port": 9000}
-
-
-def test_env_var_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GGUFD_PORT", "9123")
-    assert parse_settings([]).port == 9123
-
-
-def test_cli_beats_env_beats_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tmp_path / "c.json"
-    config.write_text(json.dumps({"port": 1111, "parallel": 2, "seed": 7}))
-    monkeypatch.setenv("GGUFD_PORT", "2222")
-    monkeypatch.setenv("GGUFD_PARALLEL", "3")
-    settings = parse_settings(["--config-file", str(config), "--port", "3333"])
-    assert (settings.port, settings.parallel, settings.seed) == (3333, 3, 7)
-
-
-def test_yaml_config_with_models_list(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text("port: 9400\nmodels:\n  - model: /m/a.gguf\n    n_ctx: 2048\n")
-    settings = parse_settings(["--config_file", str(config), "--n_ctx", "1024"])
-    (entry,) = settings.model_entries()
-    assert settings.port == 9400
-    assert (entry.model, entry.n_ctx, entry.model_id) == ("/m/a.gguf", 2048, "a.gguf")
-
-
-def test_help_lists_every_flag_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert _exit_code(["--help"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    for name, info in ServerSettings.model_fields.items():
-        if name == "models":  # config file only
-            assert "--models " not in out
-            continue
-        assert f"--{name}" in out
-        if "_" in name:
-            assert f"--{name.replace('_', '-')}" in out
-        assert f"(default: {info.get_default(call_default_factory=True)})" in out
+    out = capsys.readouterr().out
+    assert "--n_ctx" in out and "--n-ctx" in out
+    assert _exit_code(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ggufd ")
 
 
-def test_repeatable_api_key_and_float_flags() -> None:
-    settings = parse_settings(
-        ["--api_key", "k1", "--api-key", "k2", "--idle_unload_s", "2.5", "--cors_origins", "*"]
-    )
-    assert settings.api_key == ["k1", "k2"]
-    assert settings.idle_unload_s == 2.5
-    assert settings.cors_origins == ["*"]
+def test_flag_helpers_are_ggufd_flags() -> None:
+    # ggufd.cli keeps the names other code imports from it (tests/unit/test_settings.py).
+    assert cli.build_parser is flags.build_parser
+    assert cli.parse_settings is flags.parse_settings
+    assert cli.fail is flags.fail
 
 
 def test_unknown_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -286,3 +222,42 @@ def test_python_m_ggufd_bogus() -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ggufd: error: unknown flag --bogus")
     assert "Traceback" not in result.stderr
+
+
+def test_devices_prints_the_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = types.ModuleType("ggufd.engine.devices")
+    fake.report = lambda: "backends: fake"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ggufd.engine.devices", fake)
+    assert _exit_code(["devices"]) == 0
+    assert capsys.readouterr().out == "backends: fake\n"
+
+
+def test_service_hands_its_arguments_to_systemd_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def service_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 5
+
+    fake = types.ModuleType("ggufd.systemd")
+    fake.main = service_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ggufd.systemd", fake)
+    assert _exit_code(["service", "install", "--print", "--port", "1"]) == 5
+    assert calls == [["install", "--print", "--port", "1"]]
+
+
+def test_import_loads_no_server_engine_or_subcommand() -> None:
+    """What main imports lazily stays unloaded by ``import ggufd.cli`` (see test_layers.py)."""
+    probes = ["ggufd.server", "ggufd.engine", "ggufd.systemd", "ggufd.chat.template", "jinja2"]
+    code = f"import sys, ggufd.cli; print(' '.join(p for p in {probes!r} if p in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == []

@@ -406,3 +406,12 @@ def test_note_on_ggufd_variables(
     assert code == 0
     assert "GGUFD_PORT" in out.splitlines()[-1] and "--env" in out.splitlines()[-1]
     assert "9000" not in (units / "ggufd.service").read_text()
+
+
+def test_systemd_does_not_import_cli() -> None:
+    """ggufd.cli imports ggufd.systemd (lazily) for ``ggufd service``: never the other way."""
+    code = "import sys, ggufd.systemd; print('ggufd.cli' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
