@@ -1,5 +1,7 @@
 """ModelPool: the served models by id and alias, each loaded on demand in its own worker.
 
+It raises only domain errors (ggufd/errors.py) and knows nothing of HTTP.
+
 It owns which models are loaded: a request's `model` picks one (any name, when only one
 model is served), an unloaded model is loaded on first use and the request waits for it,
 an idle model is unloaded after its `idle_unload_s`, and loading one more model unloads
@@ -8,7 +10,7 @@ estimated memory (`--max_memory_mb`, from the GGUF headers) would be over budget
 Unloading ends the model's worker process, so its memory really comes back.
 
 It also bounds each model's queue: a model takes `parallel + max_queue` requests in flight
-(embeddings included); one more gets 503 with a Retry-After estimated from how long its
+(embeddings included); one more gets QueueFull with a retry hint estimated from how long its
 recent requests took. A request counts from `use()` until its HTTP response has ended
 (api/limits.py's end-of-request hook), so a streamed reply counts until its last chunk.
 """
@@ -17,22 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from ggufd.api.errors import APIError, unavailable
-from ggufd.api.limits import QUEUE_PER_SLOT
-from ggufd.api.service import ModelService
-from ggufd.engine.client import EngineState
+from ggufd.engine.protocol import EngineState
 from ggufd.engine.types import Offload
+from ggufd.errors import ModelNotFound, ModelUnavailable, QueueFull
 from ggufd.gguf import GGUFHeader, ModelFileError, check_model_file
 from ggufd.memory import MIB, MemoryEstimate, estimate
+from ggufd.serving.model import ModelService
 from ggufd.settings import ModelSettings
 
 log = logging.getLogger("ggufd")
@@ -42,6 +41,7 @@ Release = Callable[[], None]
 ROOM_WAIT_S = 120.0  # how long a load waits for busy models to go idle
 REAP_INTERVAL_S = 1.0
 RETRY_AFTER_S = (1, 5)  # bounds of the Retry-After a full queue answers with
+QUEUE_PER_SLOT = 4  # --max_queue unset: this many waiting requests per parallel slot
 
 
 @dataclass
@@ -97,7 +97,7 @@ class PooledModel:
         return max(low, min(high, math.ceil(self.mean_request_s / self.settings.parallel)))
 
     def admit(self) -> Release:
-        """Count one more request in flight, or raise 503 (queue_full) when it is full.
+        """Count one more request in flight, or raise QueueFull when it is full.
 
         Returns the function that ends the request (idempotent).
         """
@@ -117,22 +117,27 @@ class PooledModel:
 
         return release
 
-    def _queue_full(self) -> APIError:
+    def _queue_full(self) -> QueueFull:
         s, wait = self.settings, self.retry_after()
         msg = (
             f"model {self.model_id} is busy: {self.in_flight} requests in flight, the most it "
             f"takes ({s.parallel} running, --parallel; {self.max_queue} waiting, --max_queue); "
             f"retry in {wait} s"
         )
-        headers = {"Retry-After": str(wait)}
-        return APIError(503, msg, "server_error", None, "queue_full", headers)
+        return QueueFull(msg, wait)
 
-    def placement(self) -> dict[str, Any]:
-        """Where its layers went ({} while it is not loaded)."""
+    @property
+    def offload(self) -> Offload | None:
+        """Where its layers went (None while it is not loaded)."""
         info = self.service.engine.info if self.service is not None else None
-        if info is None or info.offload is None:
-            return {}
-        return {"offload": dataclasses.asdict(info.offload)}
+        return None if info is None else info.offload
+
+    @property
+    def engine_error(self) -> str | None:
+        """Why it is down or failed, as its engine says (None when loaded or unloaded)."""
+        if self.service is None or self.state not in ("down", "failed"):
+            return None
+        return self.service.engine.error
 
     def idle_since(self) -> float:
         engine_time = self.service.engine.last_active if self.service else 0.0
@@ -189,13 +194,7 @@ class ModelPool:
         for m in self.models:
             if name in m.settings.names:
                 return m
-        known = ", ".join(m.model_id for m in self.models)
-        raise APIError(
-            404,
-            f"model {name!r} not found; this server has: {known}",
-            param="model",
-            code="model_not_found",
-        )
+        raise ModelNotFound(name, [m.model_id for m in self.models])
 
     def preloaded(self) -> list[PooledModel]:
         return [
@@ -211,7 +210,7 @@ class ModelPool:
     ) -> AsyncIterator[ModelService]:
         """The named model's service, loaded; it is not unloaded while the block runs.
 
-        The request is counted in flight (503 when the model's queue is full) until the
+        The request is counted in flight (QueueFull when the model's queue is full) until the
         block ends or, given `at_end` (which registers a callback run once the HTTP
         response has ended), until then: a streamed reply outlives the block.
         """
@@ -232,7 +231,7 @@ class ModelPool:
     async def _ready(self, m: PooledModel) -> ModelService:
         if m.service is None:
             if m.error:
-                raise unavailable(f"model {m.model_id} could not be loaded: {m.error}")
+                raise ModelUnavailable(f"model {m.model_id} could not be loaded: {m.error}")
             async with self._lock:
                 if m.service is None:
                     await self._make_room(m)
@@ -242,7 +241,7 @@ class ModelPool:
             await asyncio.shield(task)
         service = m.service
         if service is None:
-            raise unavailable(f"model {m.model_id} could not be loaded: {m.error}")
+            raise ModelUnavailable(f"model {m.model_id} could not be loaded: {m.error}")
         service.check_ready()
         return service
 
@@ -312,7 +311,7 @@ class ModelPool:
                 await self.unload(victim, f"to make room for {m.model_id} ({limit})")
                 continue
             if time.monotonic() > deadline:
-                raise unavailable(
+                raise ModelUnavailable(
                     f"model {m.model_id} cannot be loaded now: every loaded model is busy "
                     f"and loading one more would exceed {limit}"
                 )
@@ -392,25 +391,3 @@ class ModelPool:
         while m.busy:
             await asyncio.sleep(0.2)
         await self.unload(m, "removed or changed by a config reload")
-
-    # -- reporting ---------------------------------------------------------------
-    def card(self, m: PooledModel) -> dict[str, Any]:
-        card: dict[str, Any]
-        if m.service is not None:
-            card = m.service.model_card()
-        else:
-            card = {"id": m.model_id, "object": "model", "created": 0, "owned_by": "ggufd"}
-            if m.header is not None and m.header.context_length:
-                card["meta"] = {"n_ctx_train": m.header.context_length}
-        card["status"] = m.state
-        engine_error = m.service.engine.error if m.service is not None else None
-        if m.error or (m.state in ("down", "failed") and engine_error):
-            card["error"] = m.error or engine_error
-        aliases = [n for n in m.settings.names if n != m.model_id]
-        if aliases:
-            card["aliases"] = aliases
-        card["memory_mb"] = {"ram": m.need.ram_bytes // MIB, "vram": m.need.vram_bytes // MIB}
-        card["requests"] = {"in_flight": m.in_flight, "max_in_flight": m.max_in_flight}
-        if m.load_seconds is not None:
-            card["load_seconds"] = round(m.load_seconds, 3)
-        return card

@@ -19,11 +19,12 @@ from types import FrameType
 import uvicorn
 
 from ggufd.api.app import create_app
-from ggufd.api.service import ModelService
 from ggufd.engine.client import EngineClient
+from ggufd.engine.protocol import Engine
 from ggufd.engine.types import WorkerConfig
 from ggufd.memory import MIB, total_ram
 from ggufd.pool import ModelPool, ServiceFactory
+from ggufd.serving.model import ModelService
 from ggufd.settings import ModelSettings, ServerSettings, physical_cores
 
 EMBEDDING_ONLY_CELLS = 512  # an embeddings-only model needs no generation cache
@@ -49,10 +50,22 @@ def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
     )
 
 
-def service_factory(verbose: bool) -> ServiceFactory:
+EngineFactory = Callable[[ModelSettings], Engine]
+
+
+def service_factory(verbose: bool, make_engine: EngineFactory | None = None) -> ServiceFactory:
+    """How the pool makes a model's service: its engine (a worker process, unless
+    `make_engine` gives another, as tests do) and the model's settings."""
+
+    def worker(entry: ModelSettings) -> Engine:
+        cfg = worker_config(entry, verbose)
+        return EngineClient(cfg, request_timeout_s=entry.request_timeout_s)
+
+    engine_for = make_engine or worker
+
     def build(entry: ModelSettings) -> ModelService:
         return ModelService(
-            EngineClient(worker_config(entry, verbose), request_timeout_s=entry.request_timeout_s),
+            engine_for(entry),
             entry.model_id,
             chat_format=entry.chat_format,
             aliases=tuple(n for n in entry.names if n != entry.model_id),
@@ -60,6 +73,7 @@ def service_factory(verbose: bool) -> ServiceFactory:
             split_reasoning=entry.reasoning_format == "deepseek",
             embedding=entry.embedding or entry.embedding_only,
             embedding_only=entry.embedding_only,
+            max_tokens_limit=entry.max_tokens_limit,
         )
 
     return build

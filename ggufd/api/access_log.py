@@ -19,97 +19,18 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ggufd.api import responses as R
-from ggufd.engine.client import StreamStats
+from ggufd.serving.record import RequestRecord
 
 log = logging.getLogger("ggufd.access")
 
 RECORD_KEY = "ggufd_record"
 QUIET_ENDPOINTS = ("/health", "/metrics")  # a 200 here is logged at DEBUG (probes, scrapes)
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt: int = 0
-    completion: int = 0
-    cached: int = 0
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Seconds; None where the request generated too little to tell."""
-
-    ttft: float | None = None  # submit to the first generated token (of any choice)
-    tpot: float | None = None  # mean time per generated token after each choice's first
-    tok_s: float | None = None  # generated tokens per second, submit to the last token
-
-
-@dataclass
-class RequestRecord:
-    """What is known about one HTTP request; route handlers add the generation's parts."""
-
-    method: str
-    path: str
-    client: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    endpoint: str = "other"  # the route's path template; "other" for unknown paths
-    status: int = 0
-    ended: float | None = None  # when the last body byte was handed to the server
-    disconnected: bool = False  # the client went away before the response ended
-    request_id: str | None = None
-    model: str | None = None
-    stream: bool | None = None
-    streams: Sequence[Any] = ()  # the engine streams (each with `.stats`)
-    choices: Sequence[R.Choice] = ()
-    n_per_prompt: int = 1  # choices per prompt (usage counts each prompt once)
-    embed_tokens: int | None = None
-    prompt: Any = None  # rendered prompt or inputs: logged only with --log_prompts
-
-    @property
-    def duration(self) -> float:
-        return (self.ended or time.monotonic()) - self.started
-
-    def usage(self) -> Usage:
-        """The token counts the API reported (or would have) for this request."""
-        if self.embed_tokens is not None:
-            return Usage(prompt=self.embed_tokens)
-        if not self.choices:
-            return Usage()
-        u = R.usage(self.choices, self.n_per_prompt)
-        cached = u["prompt_tokens_details"]["cached_tokens"]
-        return Usage(u["prompt_tokens"], u["completion_tokens"], cached)
-
-    def stream_stats(self) -> list[StreamStats]:
-        found = (getattr(s, "stats", None) for s in self.streams)
-        return [s for s in found if isinstance(s, StreamStats)]
-
-    def timings(self) -> Timings:
-        stats = self.stream_stats()
-        firsts = [s.first_token for s in stats if s.first_token is not None]
-        if not stats or not firsts:
-            return Timings()
-        submitted = min(s.submitted for s in stats)
-        decodes = [d for d in (s.decode for s in stats) if d is not None]
-        tpot = None
-        if decodes:
-            tpot = sum(d[0] for d in decodes) / sum(d[1] for d in decodes)
-        ends = [s.ended for s in stats if s.ended is not None]
-        tokens = sum(s.completion_tokens for s in stats)
-        span = (max(ends) if ends else time.monotonic()) - submitted
-        return Timings(min(firsts) - submitted, tpot, tokens / span if span > 0 else None)
-
-    def replies(self) -> list[str]:
-        return [c.text for c in self.choices]
-
-    def finish_reasons(self) -> list[str]:
-        return [s.finish_reason or "none" for s in self.stream_stats()]
 
 
 def request_record(request: Request) -> RequestRecord:

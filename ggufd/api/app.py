@@ -1,4 +1,4 @@
-"""create_app: the FastAPI application around a ModelPool.
+"""create_app: the FastAPI application around a ModelPool and its serving core.
 
 The lifespan starts the pool (preloaded models load in the background, so /health can
 answer 503 while they load) and stops every model's worker on shutdown.
@@ -22,8 +22,10 @@ from ggufd.api.admin import router as admin_router
 from ggufd.api.auth import install_access
 from ggufd.api.limits import install_limits
 from ggufd.api.metrics import install_observability
-from ggufd.api.openai import router
+from ggufd.api.openai.routes import router as openai_router
+from ggufd.api.status import router as status_router
 from ggufd.pool import ModelPool
+from ggufd.serving.core import Serving
 from ggufd.settings import ServerSettings
 
 log = logging.getLogger("ggufd")
@@ -56,9 +58,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pool = pool
+    app.state.serving = Serving(pool)
     app.state.settings = settings
     errors.install(app)
-    app.include_router(router)
+    app.include_router(status_router)
+    app.include_router(openai_router)
     app.include_router(admin_router)
     install_limits(app, settings)  # body size (413) and the end-of-request hook, inside
     install_access(app, settings)  # keys and CORS, inside the request log and metrics,

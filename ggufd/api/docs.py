@@ -1,6 +1,6 @@
 """OpenAPI documentation of the responses: what each route answers, with which status.
 
-The routes build their bodies in responses.py (they are not validated against these
+The routes build their bodies in api/openai/bodies.py (they are not validated against these
 models at run time); these pydantic models only describe them in ``/openapi.json``, so
 clients and API fuzzers (``tests/api/test_fuzz.py``) see every status a route can answer
 with, and the OpenAI error body that comes with each failure. The fuzz test checks that

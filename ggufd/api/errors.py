@@ -1,6 +1,8 @@
 """One table from failures to HTTP: status code and OpenAI error JSON.
 
-Every error leaves the server as `{"error": {"message", "type", "param", "code"}}`.
+Every error leaves the server as `{"error": {"message", "type", "param", "code"}}`: the
+domain errors of the pool and the serving core (:func:`openai_error`), request validation,
+unknown routes and anything unexpected. Other wire protocols have a table of their own.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ggufd.engine.types import ErrorEvent, ErrorKind
+from ggufd.engine.types import ErrorKind
+from ggufd.errors import (
+    EngineFailure,
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    Origin,
+    QueueFull,
+    ServingError,
+)
 
 log = logging.getLogger("ggufd.api")
 
@@ -69,13 +80,27 @@ _ENGINE_ERRORS: dict[ErrorKind, tuple[int, str, str | None]] = {
 }
 
 
-def from_event(ev: ErrorEvent) -> APIError:
-    status, type_, code = _ENGINE_ERRORS[ev.kind]
-    return APIError(status, ev.message, type_, ev.param, code)
+# The request field each part of a request is called in OpenAI's API.
+PARAMS: dict[Origin, str] = {o: o.value for o in Origin}
 
 
-def unavailable(message: str) -> APIError:
-    return APIError(503, message, "server_error", None, "model_not_ready", {"Retry-After": "1"})
+def openai_error(err: ServingError) -> APIError:
+    """The HTTP status and OpenAI error body of a domain error."""
+    param = PARAMS[err.origin] if err.origin is not None else None
+    if isinstance(err, EngineFailure):
+        status, type_, code = _ENGINE_ERRORS[err.kind]
+        return APIError(status, err.message, type_, param, code)
+    if isinstance(err, ModelNotFound):
+        return APIError(404, err.message, param=param, code="model_not_found")
+    if isinstance(err, QueueFull):
+        headers = {"Retry-After": str(err.retry_after)}
+        return APIError(503, err.message, "server_error", None, "queue_full", headers)
+    if isinstance(err, ModelUnavailable):
+        headers = {"Retry-After": str(err.retry_after)}
+        return APIError(503, err.message, "server_error", None, "model_not_ready", headers)
+    if isinstance(err, InvalidRequest):
+        return APIError(400, err.message, param=param)
+    return APIError(500, err.message, "server_error")
 
 
 _UNION_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
@@ -149,6 +174,10 @@ async def _on_api_error(_req: Request, exc: APIError) -> JSONResponse:
     return exc.response()
 
 
+async def _on_serving_error(_req: Request, exc: ServingError) -> JSONResponse:
+    return openai_error(exc).response()
+
+
 async def _on_unexpected(_req: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error: %s", exc)
     return APIError(500, f"internal error: {type(exc).__name__}", "server_error").response()
@@ -158,6 +187,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, _on_api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ServingError, _on_serving_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_unexpected)
 
 

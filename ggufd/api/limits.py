@@ -43,8 +43,6 @@ MAX_N = 128  # choices per request (openai.py also holds n to the model's --para
 MAX_PROMPTS = 128  # prompts in one /v1/completions request, each run as its own sequence
 MAX_EMBED_INPUTS = 2048  # inputs in one /v1/embeddings request (OpenAI's limit)
 
-QUEUE_PER_SLOT = 4  # --max_queue unset: this many waiting requests per parallel slot
-
 
 def check_count(items: Any, limit: int, what: str) -> Any:
     """The value unchanged, or ValueError when it is a list of more than `limit` items."""

@@ -32,9 +32,10 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ggufd import __version__
-from ggufd.api.access_log import AccessLogger, AccessLogMiddleware, RequestRecord, setup_logger
-from ggufd.engine.client import EngineError, EngineState
+from ggufd.api.access_log import AccessLogger, AccessLogMiddleware, setup_logger
+from ggufd.engine.protocol import EngineError, EngineState
 from ggufd.engine.types import EngineStats
+from ggufd.serving.record import RequestRecord
 from ggufd.settings import ServerSettings
 
 STATS_TIMEOUT_S = 1.0  # a worker busy in one long step is left out of that scrape

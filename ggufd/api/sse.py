@@ -1,4 +1,4 @@
-"""EventStreamResponse: SSE that stops generating as soon as the client goes away.
+"""Replies that stop generating as soon as the client goes away: SSE, and whole ones.
 
 Starlette's StreamingResponse relies on `send` failing once the client is gone (ASGI
 spec 2.4), but uvicorn drops writes to a closed connection silently, so a generation
@@ -10,16 +10,24 @@ A client that stays connected but stops reading makes `send` wait on flow contro
 If one send waits longer than SEND_TIMEOUT_S, the response is ended (the connection
 closes) and the body iterator is cancelled, so the request neither runs on nor holds
 its place in the model's queue for nobody.
+
+:func:`collect_or_abort` reads a whole (non-streamed) reply, and aborts it if the client
+disconnects first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
 import anyio
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
+
+from ggufd.serving.reply import Reply
+from ggufd.serving.types import ReplyResult
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SEND_TIMEOUT_S = 60.0  # a client that accepts no bytes for this long has stalled
@@ -65,3 +73,29 @@ class EventStreamResponse(StreamingResponse):
             tg.start_soon(stream)
             await self.listen_for_disconnect(receive)
             tg.cancel_scope.cancel()
+
+
+async def collect_or_abort(request: Request, reply: Reply) -> ReplyResult | None:
+    """The whole reply; None (and the generation aborted) if the client goes away first.
+
+    Raises the reply's ServingError.
+    """
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work = asyncio.create_task(reply.collect())
+    watch = asyncio.create_task(disconnected())
+    finished = False
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        finished = work.done()
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        if not finished:
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            await reply.aclose()
+    return work.result() if finished else None  # (raises the reply's error, if any)

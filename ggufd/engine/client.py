@@ -1,8 +1,9 @@
 """EngineClient: the API's handle on one model's worker process.
 
-The API knows four things: `submit` (an async iterator of events), `abort`, `embed`
-and `state`; `stats()` asks the worker for its scheduler's state (for /metrics), and
-every submitted stream keeps its own timings and token counts (streams.py).
+It implements the :class:`~ggufd.engine.protocol.Engine` protocol: `submit_group` (one
+async iterator of events per request), `embed`, `state`, `stats()` (the scheduler's state,
+for /metrics); every submitted stream keeps its own timings and token counts (streams.py).
+Messages on the pipe are the dataclasses of messages.py.
 
 The worker runs in its own process (spawned, so llama.cpp never shares the API's address
 space); a reader thread receives its messages and hands them to the event loop, so the
@@ -32,14 +33,14 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ggufd.engine.streams import EventStream as _EventStream
-from ggufd.engine.streams import StreamStats as StreamStats
+from ggufd.engine import messages as M
+from ggufd.engine.protocol import EngineError, EngineState, RequestStream
+from ggufd.engine.streams import EventStream
 from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
@@ -90,17 +91,6 @@ def exit_text(exitcode: int | None) -> str:
             return f"killed by signal {-exitcode}"
         return f"killed by signal {-exitcode} ({name})"
     return f"exit status {exitcode}"
-
-
-class EngineState(str, Enum):
-    LOADING = "loading"
-    READY = "ready"
-    DOWN = "down"  # the worker died; a restart is under way
-    FAILED = "failed"  # the model cannot be loaded, or it crashed too often
-
-
-class EngineError(RuntimeError):
-    pass
 
 
 @dataclass(eq=False)
@@ -182,7 +172,7 @@ class EngineClient:
             self._fail_held("the model was stopped while its worker was restarting")
         if self._conn is not None:
             with contextlib.suppress(OSError, ValueError):
-                self._send(("stop", None))
+                self._send(M.Stop())
         proc = self._proc
         if proc is not None:
             await asyncio.to_thread(proc.join, 60)  # (it may be saving KV caches)
@@ -194,43 +184,49 @@ class EngineClient:
         """Receive everything the worker sends, whatever the clients do: it never waits."""
         loop = self._loop
         assert loop is not None
-        while True:
-            try:
-                kind, payload = conn.recv()
-            except (EOFError, OSError):
-                break
-            loop.call_soon_threadsafe(self._on_message, kind, payload)
-        proc.join(5)
-        loop.call_soon_threadsafe(self._on_exit, proc.exitcode)
+        try:
+            while True:
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    break
+                loop.call_soon_threadsafe(self._on_message, msg)
+            proc.join(5)
+            loop.call_soon_threadsafe(self._on_exit, proc.exitcode)
+        except RuntimeError:  # the event loop closed first (after stop()): nobody to tell
+            pass
 
-    def _on_message(self, kind: str, payload: Any) -> None:
-        if kind == "events":
-            for ev in payload:
-                self._deliver(ev)
-        elif kind == "started":
-            for rid in payload:
-                fl = self._flights.get(rid)
-                if fl is not None:
-                    fl.started = True
-        elif kind == "stats":
-            query_id, stats = payload
-            waiter = self._stats_waiters.get(query_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(stats)
-        elif kind == "ready":
-            self.info = payload
-            self.state = EngineState.READY
-            self._ready.set()
-            self._resubmit()
-        elif kind == "failed":
-            self.error = payload
-            self.state = EngineState.FAILED
-            self._ready.set()
-            if self.info is not None:  # a restart failed (a first load raises in start())
-                log.error("the model worker could not be restarted: %s; giving up", payload)
-                self._fail_held(f"the model worker could not be restarted: {payload}")
-                if self._on_fatal is not None:
-                    self._on_fatal(payload)
+    def _on_message(self, msg: M.FromWorker) -> None:
+        match msg:
+            case M.Events(events):
+                for ev in events:
+                    self._deliver(ev)
+            case M.Started(request_ids):
+                for rid in request_ids:
+                    fl = self._flights.get(rid)
+                    if fl is not None:
+                        fl.started = True
+            case M.StatsReply(query_id, stats):
+                waiter = self._stats_waiters.get(query_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(stats)
+            case M.Ready(info):
+                self.info = info
+                self.state = EngineState.READY
+                self._ready.set()
+                self._resubmit()
+            case M.Failed(message):
+                self._on_failed(message)
+
+    def _on_failed(self, message: str) -> None:
+        self.error = message
+        self.state = EngineState.FAILED
+        self._ready.set()
+        if self.info is not None:  # a restart failed (a first load raises in start())
+            log.error("the model worker could not be restarted: %s; giving up", message)
+            self._fail_held(f"the model worker could not be restarted: {message}")
+            if self._on_fatal is not None:
+                self._on_fatal(message)
 
     def _deliver(self, ev: Event) -> None:
         fl = self._flights.get(ev.request_id)
@@ -255,9 +251,9 @@ class EngineClient:
             self._restarts = 0
             if fl.req is not None and self._crashes:
                 self._crashes.pop(fingerprint(fl.req), None)
-            self._forget(fl.request_id)
+            self.forget(fl.request_id)
         elif isinstance(ev, (ErrorEvent, EmbedResult)):
-            self._forget(fl.request_id)
+            self.forget(fl.request_id)
 
     def _on_exit(self, exitcode: int | None) -> None:
         how = exit_text(exitcode)
@@ -349,7 +345,7 @@ class EngineClient:
         if reqs:
             log.info("resubmitting %d requests that waited while the worker restarted", len(reqs))
             with contextlib.suppress(EngineError, OSError, ValueError):
-                self._send(("submit", tuple(reqs)))
+                self._send(M.Submit(tuple(reqs)))
 
     # -- ending requests on this side ----------------------------------------------
     def _track(self, request_id: str, req: GenerateRequest | None) -> asyncio.Queue[Event]:
@@ -362,17 +358,24 @@ class EngineClient:
         self._flights[request_id] = fl
         return q
 
-    def _forget(self, request_id: str) -> None:
+    def forget(self, request_id: str) -> None:
         """The worker is done with the request (or it should be): stop tracking it."""
         fl = self._flights.pop(request_id, None)
         if fl is not None and fl.timer is not None:
             fl.timer.cancel()
         self.last_active = time.monotonic()
 
+    def cancel(self, request_id: str) -> None:
+        """A reader closed its stream early: forget the request, abort it if still running."""
+        running = request_id in self._flights
+        self.forget(request_id)
+        if running:
+            self.abort(request_id)
+
     def _end(self, fl: _Flight, kind: ErrorKind, message: str, abort: bool = True,
              drop: bool = False) -> None:  # fmt: skip
         """End a request from this side: its reader gets `message` after what it has."""
-        self._forget(fl.request_id)
+        self.forget(fl.request_id)
         if abort:
             self.abort(fl.request_id)
         if drop:
@@ -395,7 +398,7 @@ class EngineClient:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}-{time.time_ns():x}{next(self._ids):x}"
 
-    def _send(self, msg: tuple[str, Any]) -> None:
+    def _send(self, msg: M.ToWorker) -> None:
         conn = self._conn
         if conn is None:
             raise EngineError("the model worker is not running")
@@ -406,11 +409,7 @@ class EngineClient:
         if self.state is not EngineState.READY:
             raise EngineError(f"the model is not ready ({self.state.value})")
 
-    def submit(self, req: GenerateRequest) -> AsyncIterator[Event]:
-        """Events of one request; closing the iterator early aborts the request."""
-        return self.submit_group([req])[0]
-
-    def submit_group(self, reqs: list[GenerateRequest]) -> list[AsyncIterator[Event]]:
+    def submit_group(self, reqs: list[GenerateRequest]) -> list[RequestStream]:
         """Submit requests in one message, so the worker admits them in the same step.
 
         The `n` choices of one API request go together this way: their batch, and so
@@ -420,36 +419,36 @@ class EngineClient:
         """
         self._check_ready()
         self.last_active = time.monotonic()
-        streams = [_EventStream(self, r.id, r) for r in reqs]
+        streams = [EventStream(self, r.id, self._track(r.id, r)) for r in reqs]
         if any(self._poisoned(r) for r in reqs):
             log.warning("refused request %s: it crashed the model worker before", reqs[0].id)
             for r in reqs:
                 self._end(self._flights[r.id], ErrorKind.POISON, _POISON_MESSAGE, abort=False)
-            return list(streams)
+            return list[RequestStream](streams)
         try:
-            self._send(("submit", tuple(reqs)))
+            self._send(M.Submit(tuple(reqs)))
         except (OSError, ValueError):
             pass  # the worker is dying: these wait for the restart (see _on_exit)
         except BaseException:
             for s in streams:
                 s.release()
             raise
-        return list(streams)
+        return list[RequestStream](streams)
 
     def abort(self, request_id: str) -> None:
         with contextlib.suppress(EngineError, OSError, ValueError):
-            self._send(("abort", request_id))
+            self._send(M.Abort(request_id))
 
     async def embed(self, req: EmbedRequest) -> EmbedResult | ErrorEvent:
         self._check_ready()
         q = self._track(req.id, None)
         try:
-            self._send(("embed", req))
+            self._send(M.Embed(req))
             ev = await q.get()
         except (OSError, ValueError) as e:
             raise EngineError(f"the model worker is not reachable ({e})") from e
         finally:
-            self._forget(req.id)
+            self.forget(req.id)
         if isinstance(ev, (EmbedResult, ErrorEvent)):
             return ev
         raise EngineError(f"unexpected event {type(ev).__name__}")
@@ -466,7 +465,7 @@ class EngineClient:
         self._stats_waiters[query_id] = waiter
         try:
             try:
-                self._send(("stats", query_id))
+                self._send(M.StatsQuery(query_id))
             except (OSError, ValueError) as e:
                 raise EngineError(f"the model worker is not reachable ({e})") from e
             return await waiter

@@ -21,6 +21,7 @@ class Detokenizer:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""  # decoded text not yet sent (possible start of a stop string)
         self.stopped = False  # a stop string was found; nothing more is emitted
+        self.matched: str | None = None  # the stop string that was found
         self.text_len = 0  # characters emitted so far
 
     def add(self, piece: bytes) -> str:
@@ -42,14 +43,14 @@ class Detokenizer:
 
     def _cut_at_stop(self) -> str:
         """If a stop string occurs in the held text, return what precedes it and stop."""
-        best = -1
+        best, matched = -1, None
         for s in self._stop:
             i = self._held.find(s)
             if i != -1 and (best == -1 or i < best):
-                best = i
+                best, matched = i, s
         if best == -1:
             return ""
-        self.stopped = True
+        self.stopped, self.matched = True, matched
         out, self._held = self._held[:best], ""
         return out
 

@@ -137,15 +137,6 @@ class Scheduler:
     def used_cells(self) -> int:
         return sum(s.n_cells for s in self.slots)
 
-    def find(self, request_id: str) -> Sequence | None:
-        for seq in self.running:
-            if seq.request_id == request_id:
-                return seq
-        for seq in self.waiting:
-            if seq.request_id == request_id:
-                return seq
-        return None
-
     def finish(self, seq: Sequence) -> None:
         """The sequence is done (or aborted): its slot goes idle, keeping its cache."""
         if seq in self.running:

@@ -1,6 +1,6 @@
 """The events of one submitted request, as the API reads them, and their timings.
 
-`EngineClient.submit()` returns an EventStream: an async iterator over the request's
+`EngineClient.submit_group()` returns EventStreams: async iterators over each request's
 queue, which the client fills from the worker's messages. Reading the last event
 (finished or failed) ends it; closing it before that aborts the request. Its `stats`
 (for /metrics and the request log) are taken as the events are read.
@@ -8,14 +8,12 @@ queue, which the client fills from the worker's messages. Reading the last event
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ggufd.engine.types import Accepted, ErrorEvent, Event, GenerateRequest, TokenEvent
-
-if TYPE_CHECKING:
-    from ggufd.engine.client import EngineClient
+from ggufd.engine.types import Accepted, ErrorEvent, Event, TokenEvent
 
 
 @dataclass
@@ -61,14 +59,21 @@ class StreamStats:
         return self.ended - self.first_token, self.completion_tokens - 1
 
 
+class StreamOwner(Protocol):
+    """What a stream asks of the client that feeds it."""
+
+    def forget(self, request_id: str) -> None:
+        """The request ended: stop tracking it (no abort is sent)."""
+
+    def cancel(self, request_id: str) -> None:
+        """The reader gave up: stop tracking it and abort it if the worker still runs it."""
+
+
 class EventStream:
     """The events of one submitted request; closing it before the end aborts the request."""
 
-    def __init__(
-        self, client: EngineClient, request_id: str, req: GenerateRequest | None = None
-    ) -> None:
-        self._client, self.request_id = client, request_id
-        self._queue = client._track(request_id, req)
+    def __init__(self, owner: StreamOwner, request_id: str, queue: asyncio.Queue[Event]) -> None:
+        self._owner, self.request_id, self._queue = owner, request_id, queue
         self._done = False
         self.stats = StreamStats(submitted=time.monotonic())
 
@@ -89,12 +94,10 @@ class EventStream:
     def release(self) -> None:
         """Forget the request (it ended): no abort is sent."""
         self._done = True
-        self._client._forget(self.request_id)
+        self._owner.forget(self.request_id)
 
     async def aclose(self) -> None:
         if not self._done:
             self.stats.closed(time.monotonic())
-            running = self.request_id in self._client._flights
-            self.release()
-            if running:
-                self._client.abort(self.request_id)
+            self._done = True
+            self._owner.cancel(self.request_id)

@@ -1,8 +1,8 @@
 """Plain data passed between the API process and a model's worker process.
 
 Everything here is a frozen (or plain) dataclass made of builtins, so it pickles cheaply
-over the worker pipe. Nothing here validates: the API's wire types (api/protocol.py)
-validate and then build these.
+over the worker pipe. Nothing here validates: the wire types (api/*/protocol.py) validate,
+and the serving core (serving/core.py) builds these.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ class ErrorKind(str, Enum):
     POISON = "request_crashes_model"
     TIMEOUT = "timeout"  # it ran past --request_timeout_s
     CLIENT_TOO_SLOW = "client_too_slow"  # its reader fell too far behind the engine
+
+
+class RequestPart(str, Enum):
+    """Which part of a request an engine error is about (each API names it its own way)."""
+
+    PROMPT = "prompt"  # the prompt (rendered from chat messages, or given as text/tokens)
+    GRAMMAR = "grammar"  # the grammar the reply must match, whatever the request built it from
+    LOGIT_BIAS = "logit_bias"
+    INPUT = "input"  # an embedding input
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,7 @@ class GenerateRequest:
     add_special: bool = True
     parse_special: bool = True
     ignore_eos: bool = False
-    chat: bool = False  # the prompt was rendered from chat messages (for error params)
-    # GBNF grammar (rule `root`) the output must match; `grammar_param` names the request
-    # field it came from, for errors.
-    grammar: str | None = None
-    grammar_param: str = "grammar"
+    grammar: str | None = None  # GBNF grammar (rule `root`) the output must match
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the cache (set on the last event)
+    stop_string: str | None = None  # the stop string that ended it (set on the last event)
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class ErrorEvent:
     request_id: str
     kind: ErrorKind
     message: str
-    param: str | None = None
+    part: RequestPart | None = None
 
 
 @dataclass(frozen=True)

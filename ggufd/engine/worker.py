@@ -1,10 +1,8 @@
 """The worker process of one model: receives requests over a pipe, runs the batching loop.
 
-Messages in (from EngineClient): ("submit", (GenerateRequest, ...)), admitted together;
-("abort", request_id), ("embed", EmbedRequest), ("stats", query_id), ("stop", None).
-Messages out: ("ready", ModelInfo), ("failed", message), ("events", [Event, ...]) once per
-loop iteration, ("stats", (query_id, EngineStats)) answering a stats query, and
-("started", (request_id, ...)) naming the requests a step places on a slot, sent before
+The messages in and out are the dataclasses of messages.py: Submit (requests admitted
+together), Abort, Embed, StatsQuery and Stop in; Ready or Failed, Events once per loop
+iteration, StatsReply, and Started naming the requests a step places on a slot, sent before
 that step's decode: if the decode kills the process, the client knows which requests were
 running (lost, and suspected of the crash) and which were only waiting (resubmitted).
 """
@@ -18,8 +16,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
 
+from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
 from ggufd.engine.runner import DecodeError, LoadError, Runner
@@ -36,6 +34,7 @@ from ggufd.engine.types import (
     FinishReason,
     GenerateRequest,
     PromptLogprobs,
+    RequestPart,
     TokenEvent,
     TokenLogprob,
     TopLogprob,
@@ -49,9 +48,9 @@ STALL_LIMIT = 1000
 
 
 class RequestError(Exception):
-    def __init__(self, kind: ErrorKind, message: str, param: str | None = None) -> None:
+    def __init__(self, kind: ErrorKind, message: str, part: RequestPart | None = None) -> None:
         super().__init__(message)
-        self.kind, self.message, self.param = kind, message, param
+        self.kind, self.message, self.part = kind, message, part
 
 
 @dataclass(eq=False)
@@ -80,7 +79,7 @@ class Worker:
         self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch, cfg.prompt_cache)
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
-        self.replies: list[tuple[str, Any]] = []  # answers to queries, sent after the events
+        self.replies: list[M.StatsReply] = []  # answers to queries, sent after the events
         self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None
         self._stalled = 0  # consecutive steps that had work but decoded nothing
         self.disk: DiskCache | None = None
@@ -94,7 +93,7 @@ class Worker:
         try:
             act = self._admit(req)
         except RequestError as e:
-            self.events.append(ErrorEvent(req.id, e.kind, e.message, e.param))
+            self.events.append(ErrorEvent(req.id, e.kind, e.message, e.part))
             return
         except Exception as e:  # never let one request take the worker down
             msg = f"the engine could not start this request: {type(e).__name__}: {e}"
@@ -117,24 +116,26 @@ class Worker:
             bad = [t for t in tokens if not 0 <= t < r.n_vocab]
             if bad:
                 raise RequestError(
-                    ErrorKind.INVALID, f"token id {bad[0]} is outside the vocabulary", "prompt"
+                    ErrorKind.INVALID,
+                    f"token id {bad[0]} is outside the vocabulary",
+                    RequestPart.PROMPT,
                 )
         if not tokens:
-            raise RequestError(ErrorKind.INVALID, "the prompt is empty", "prompt")
+            raise RequestError(ErrorKind.INVALID, "the prompt is empty", RequestPart.PROMPT)
         if len(tokens) >= r.n_ctx:
             raise RequestError(
                 ErrorKind.CONTEXT_LENGTH,
                 f"This model's maximum context length is {r.n_ctx} tokens. However, your "
                 f"prompt resulted in {len(tokens)} tokens. Shorten the prompt or start the "
                 "server with a larger --n_ctx.",
-                "messages" if req.chat else "prompt",
+                RequestPart.PROMPT,
             )
         for tok, _ in req.sampling.logit_bias:
             if not 0 <= tok < r.n_vocab:
                 raise RequestError(
                     ErrorKind.INVALID,
                     f"logit_bias token id {tok} is outside the vocabulary (0..{r.n_vocab - 1})",
-                    "logit_bias",
+                    RequestPart.LOGIT_BIAS,
                 )
         max_len = r.n_ctx
         if req.max_tokens is not None:
@@ -148,7 +149,7 @@ class Worker:
         try:
             sampler = Sampler(req.sampling, seed, r.n_vocab, req.grammar, r.vocab)
         except GrammarError as e:
-            raise RequestError(ErrorKind.INVALID, str(e), req.grammar_param) from e
+            raise RequestError(ErrorKind.INVALID, str(e), RequestPart.GRAMMAR) from e
         return Active(req, seq, sampler, Detokenizer(req.stop), max_len)
 
     def abort(self, request_id: str) -> None:
@@ -166,7 +167,7 @@ class Worker:
             toks = r.tokenize(item, True, False) if isinstance(item, str) else list(item)
             if not toks:
                 self.events.append(
-                    ErrorEvent(req.id, ErrorKind.INVALID, f"input {i} is empty", "input")
+                    ErrorEvent(req.id, ErrorKind.INVALID, f"input {i} is empty", RequestPart.INPUT)
                 )
                 return
             if len(toks) > r.embed_limit():
@@ -174,11 +175,13 @@ class Worker:
                     f"input {i} has {len(toks)} tokens; the embedding context holds "
                     f"{r.embed_limit()} tokens"
                 )
-                self.events.append(ErrorEvent(req.id, ErrorKind.CONTEXT_LENGTH, msg, "input"))
+                self.events.append(
+                    ErrorEvent(req.id, ErrorKind.CONTEXT_LENGTH, msg, RequestPart.INPUT)
+                )
                 return
             if any(not 0 <= t < r.n_vocab for t in toks):
                 msg = f"input {i} has a token id outside the vocabulary"
-                self.events.append(ErrorEvent(req.id, ErrorKind.INVALID, msg, "input"))
+                self.events.append(ErrorEvent(req.id, ErrorKind.INVALID, msg, RequestPart.INPUT))
                 return
             vectors.append(tuple(r.embed(toks)))
             total += len(toks)
@@ -304,7 +307,8 @@ class Worker:
             tok = act.sampler.sample(r.ctx, batch_index)
         except GrammarError as e:
             self.abort(seq.request_id)
-            self.events.append(ErrorEvent(seq.request_id, ErrorKind.INVALID, str(e), "grammar"))
+            err = ErrorEvent(seq.request_id, ErrorKind.INVALID, str(e), RequestPart.GRAMMAR)
+            self.events.append(err)
             return
         act.n_generated += 1
         lp: tuple[TokenLogprob, ...] = ()
@@ -334,6 +338,7 @@ class Worker:
                 finish,
                 completion_tokens=act.n_generated,
                 cached_tokens=seq.n_cached if finish else 0,
+                stop_string=act.detok.matched if finish else None,
             )
         )
         if finish is not None:
@@ -375,24 +380,25 @@ class Worker:
         out, self.events = self.events, []
         return out
 
-    def drain_replies(self) -> list[tuple[str, Any]]:
+    def drain_replies(self) -> list[M.StatsReply]:
         out, self.replies = self.replies, []
         return out
 
 
-def _handle(worker: Worker, msg: tuple[str, Any]) -> bool:
-    kind, payload = msg
-    if kind == "submit":
-        for req in payload:
-            worker.submit(req)
-    elif kind == "abort":
-        worker.abort(payload)
-    elif kind == "embed":
-        worker.embed(payload)
-    elif kind == "stats":
-        worker.replies.append(("stats", (payload, worker.stats())))
-    elif kind == "stop":
-        return False
+def _handle(worker: Worker, msg: M.ToWorker) -> bool:
+    """Apply one message from the client; False for Stop."""
+    match msg:
+        case M.Submit(requests):
+            for req in requests:
+                worker.submit(req)
+        case M.Abort(request_id):
+            worker.abort(request_id)
+        case M.Embed(request):
+            worker.embed(request)
+        case M.StatsQuery(query_id):
+            worker.replies.append(M.StatsReply(query_id, worker.stats()))
+        case M.Stop():
+            return False
     return True
 
 
@@ -408,10 +414,10 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     try:
         runner = Runner(cfg)
     except LoadError as e:
-        conn.send(("failed", str(e)))
+        conn.send(M.Failed(str(e)))
         return
-    worker = Worker(runner, cfg, on_start=lambda ids: conn.send(("started", ids)))
-    conn.send(("ready", runner.info()))
+    worker = Worker(runner, cfg, on_start=lambda ids: conn.send(M.Started(ids)))
+    conn.send(M.Ready(runner.info()))
     try:
         while True:
             # Block when idle; otherwise take what has arrived and keep decoding.
@@ -425,7 +431,7 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
                 worker.step()
             events = worker.drain_events()
             if events:
-                conn.send(("events", events))
+                conn.send(M.Events(tuple(events)))
             for reply in worker.drain_replies():
                 conn.send(reply)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):

@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from ggufd.engine.client import EngineClient, EngineError, EngineState
+from ggufd.engine.client import EngineClient
+from ggufd.engine.protocol import EngineError, EngineState, RequestStream
 from ggufd.engine.types import (
     Accepted,
     ErrorEvent,
@@ -29,9 +30,14 @@ def _config(path: str) -> WorkerConfig:
     return WorkerConfig(model_path=path, n_ctx=1024, n_threads=2, parallel=2)
 
 
+def _submit(engine: EngineClient, req: GenerateRequest) -> RequestStream:
+    (stream,) = engine.submit_group([req])
+    return stream
+
+
 async def _run(engine: EngineClient, req: GenerateRequest) -> tuple[str, list[object]]:
-    text, events = "", []
-    async for ev in engine.submit(req):
+    text, events = "", list[object]()
+    async for ev in _submit(engine, req):
         events.append(ev)
         if isinstance(ev, TokenEvent):
             text += ev.text
@@ -51,14 +57,14 @@ async def test_generate_then_worker_crash_restarts(smollm2_path: str) -> None:
 
         # A long request is in flight when the worker is killed: it gets an error at once.
         req = GenerateRequest("b", PROMPT, GREEDY, max_tokens=900, ignore_eos=True)
-        it = engine.submit(req)
+        it = _submit(engine, req)
         assert isinstance(await anext(it), Accepted)
         os.kill(engine._proc.pid, signal.SIGKILL)
         evs = [ev async for ev in it]
         assert isinstance(evs[-1], ErrorEvent) and evs[-1].kind is ErrorKind.ENGINE_DOWN
         assert engine.state is EngineState.DOWN
         with pytest.raises(EngineError):
-            await anext(engine.submit(GenerateRequest("c", PROMPT, GREEDY, max_tokens=4)))
+            await anext(_submit(engine, GenerateRequest("c", PROMPT, GREEDY, max_tokens=4)))
 
         for _ in range(200):  # the worker comes back by itself
             if engine.state is EngineState.READY:
@@ -76,7 +82,7 @@ async def test_abort_frees_the_slot(smollm2_path: str) -> None:
     await engine.start()
     try:
         long = GenerateRequest("long", PROMPT, GREEDY, max_tokens=400, ignore_eos=True)
-        it = engine.submit(long)
+        it = _submit(engine, long)
         assert isinstance(await anext(it), Accepted)
         await anext(it)
         await it.aclose()  # the client went away: the only slot must be freed
@@ -105,12 +111,12 @@ async def test_a_request_waiting_for_a_slot_outlives_a_worker_crash(smollm2_path
     try:
         short = GenerateRequest("ref", PROMPT, GREEDY, max_tokens=8)
         expected, _ = await _run(engine, short)
-        running = engine.submit(
-            GenerateRequest("long", PROMPT, GREEDY, max_tokens=400, ignore_eos=True)
+        running = _submit(
+            engine, GenerateRequest("long", PROMPT, GREEDY, max_tokens=400, ignore_eos=True)
         )
         assert isinstance(await anext(running), Accepted)
         assert isinstance(await anext(running), TokenEvent)  # it holds the only slot
-        waiting = engine.submit(GenerateRequest("waits", PROMPT, GREEDY, max_tokens=8))
+        waiting = _submit(engine, GenerateRequest("waits", PROMPT, GREEDY, max_tokens=8))
         assert isinstance(await anext(waiting), Accepted)  # in the worker, not started
         old = engine._proc.pid
         os.kill(old, signal.SIGKILL)
@@ -127,5 +133,5 @@ async def test_a_request_waiting_for_a_slot_outlives_a_worker_crash(smollm2_path
         await engine.stop()
 
 
-async def _collect(stream: object) -> list[object]:
-    return [ev async for ev in stream]  # type: ignore[attr-defined]
+async def _collect(stream: RequestStream) -> list[object]:
+    return [ev async for ev in stream]

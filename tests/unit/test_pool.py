@@ -8,55 +8,31 @@ import time
 import pytest
 
 import ggufd.pool as pool_module
-from ggufd.api.errors import APIError
-from ggufd.api.service import ModelService
-from ggufd.engine.client import EngineError, EngineState
-from ggufd.engine.types import ModelInfo
+from ggufd.errors import ModelNotFound, ModelUnavailable, Origin
 from ggufd.memory import MemoryEstimate
 from ggufd.pool import ModelPool
+from ggufd.serving.model import ModelService
 from ggufd.settings import ModelSettings
-
-
-class FakeEngine:
-    """Enough of EngineClient for the pool: start/stop, state, busy, last_active."""
-
-    def __init__(self, path: str, fail: str | None = None, delay: float = 0.0) -> None:
-        self.path, self.fail, self.delay = path, fail, delay
-        self.state = EngineState.LOADING
-        self.info: ModelInfo | None = None
-        self.error: str | None = None
-        self.busy = False
-        self.last_active = time.monotonic()
-        self.stopped = False
-
-    async def start(self) -> None:
-        await asyncio.sleep(self.delay)
-        if self.fail:
-            self.state, self.error = EngineState.FAILED, self.fail
-            raise EngineError(self.fail)
-        self.info = ModelInfo(
-            self.path, 512, 1024, 100, 8, 2, None, "<s>", "</s>", True, "none", "fake"
-        )
-        self.state = EngineState.READY
-
-    async def stop(self) -> None:
-        self.stopped = True
+from tests.support.fakes import FakeEngine, model_info
 
 
 class Factory:
     def __init__(self) -> None:
         self.built: list[FakeEngine] = []
+        self.paths: dict[int, str] = {}
         self.fail: dict[str, str] = {}
         self.delay = 0.0
 
     def __call__(self, entry: ModelSettings) -> ModelService:
-        engine = FakeEngine(entry.model, self.fail.get(entry.model_id), self.delay)
+        info = model_info(entry.model, parallel=2)
+        engine = FakeEngine(info, fail=self.fail.get(entry.model_id), delay=self.delay)
         self.built.append(engine)
+        self.paths[id(engine)] = entry.model
         aliases = tuple(n for n in entry.names if n != entry.model_id)
-        return ModelService(engine, entry.model_id, aliases=aliases)  # type: ignore[arg-type]
+        return ModelService(engine, entry.model_id, aliases=aliases)
 
     def loaded(self) -> list[str]:
-        return sorted(e.path for e in self.built if not e.stopped)
+        return sorted(self.paths[id(e)] for e in self.built if not e.stopped)
 
 
 def entries(*names: str, **extra: object) -> list[ModelSettings]:
@@ -92,10 +68,10 @@ def test_several_models_by_id_and_alias() -> None:
     assert pool.find("one.gguf").model_id == "one.gguf"
     assert pool.find("big").model_id == "big"
     assert pool.find(None).model_id == "one.gguf"  # no name: the first model
-    with pytest.raises(APIError) as info:
+    with pytest.raises(ModelNotFound) as info:
         pool.find("nope")
-    assert info.value.status == 404
-    assert info.value.code == "model_not_found"
+    assert info.value.origin is Origin.MODEL
+    assert info.value.known == ["one.gguf", "big"]
     assert "one.gguf, big" in info.value.message
 
 
@@ -129,25 +105,24 @@ async def test_max_loaded_unloads_the_least_recently_used_idle_model() -> None:
 async def test_a_busy_model_is_not_evicted_the_load_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     pool, factory = make(max_loaded=1)
     a = await use(pool, "a")
-    a.engine.busy = True  # type: ignore[misc]  # a request in flight
+    a.engine.busy = True  # a request in flight
     load_b = asyncio.create_task(use(pool, "b"))
     await asyncio.sleep(0.3)
     assert not load_b.done()
     assert factory.loaded() == ["/m/a.gguf"]
-    a.engine.busy = False  # type: ignore[misc]
+    a.engine.busy = False
     b = await asyncio.wait_for(load_b, 2)
     assert b.model_id == "b"
     assert factory.loaded() == ["/m/b.gguf"]
 
 
-async def test_waiting_for_room_gives_up_with_503(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_waiting_for_room_gives_up_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool_module, "ROOM_WAIT_S", 0.2)
-    pool, _ = make(max_loaded=1)
-    a = await use(pool, "a")
-    a.engine.busy = True  # type: ignore[misc]
-    with pytest.raises(APIError) as info:
+    pool, factory = make(max_loaded=1)
+    await use(pool, "a")
+    factory.built[0].busy = True
+    with pytest.raises(ModelUnavailable) as info:
         await use(pool, "b")
-    assert info.value.status == 503
     assert "--max_loaded_models 1" in info.value.message
 
 
@@ -186,12 +161,10 @@ async def test_idle_unload_and_reload(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_load_failure_is_reported() -> None:
     pool, factory = make()
     factory.fail["b"] = "not enough memory"
-    with pytest.raises(APIError) as info:
+    with pytest.raises(ModelUnavailable) as info:
         await use(pool, "b")
-    assert info.value.status == 503
     assert "not enough memory" in info.value.message
-    card = pool.card(pool.models[1])
-    assert (card["status"], card["error"]) == ("failed", "not enough memory")
+    assert (pool.models[1].state, pool.models[1].error) == ("failed", "not enough memory")
     assert (await use(pool, "a")).model_id == "a"  # the other model still serves
 
 
@@ -211,7 +184,7 @@ async def test_reconfigure_keeps_unchanged_models_loaded() -> None:
     pool, _factory = make(("a", "b", "c"))
     a = await use(pool, "a")
     b = await use(pool, "b")
-    b.engine.busy = True  # type: ignore[misc]  # b's running request finishes first
+    b.engine.busy = True  # b's running request finishes first
     new = [
         ModelSettings(model="/m/a.gguf", model_alias="a"),
         ModelSettings(model="/m/b.gguf", model_alias="b", n_ctx=256),
@@ -220,14 +193,14 @@ async def test_reconfigure_keeps_unchanged_models_loaded() -> None:
     report = await pool.reconfigure(new)
     assert report == {"kept": ["a"], "added": ["d"], "changed": ["b"], "removed": ["c"]}
     assert await use(pool, "a") is a
-    assert not a.engine.stopped  # type: ignore[attr-defined]
+    assert not a.engine.stopped
     await asyncio.sleep(0.3)
-    assert not b.engine.stopped  # type: ignore[attr-defined]  # still busy
-    b.engine.busy = False  # type: ignore[misc]
+    assert not b.engine.stopped  # still busy
+    b.engine.busy = False
     await asyncio.sleep(0.4)
-    assert b.engine.stopped  # type: ignore[attr-defined]
+    assert b.engine.stopped
     b2 = await use(pool, "b")
     assert b2 is not b
     assert [m.model_id for m in pool.models] == ["a", "b", "d"]
-    with pytest.raises(APIError):
+    with pytest.raises(ModelNotFound):
         pool.find("c")

@@ -11,9 +11,18 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from ggufd.api import errors
-from ggufd.api.errors import APIError, _param, _validation_message, from_event, sse_error
-from ggufd.api.protocol import ChatCompletionRequest, CompletionRequest
-from ggufd.engine.types import ErrorEvent, ErrorKind
+from ggufd.api.errors import PARAMS, APIError, _param, _validation_message, openai_error, sse_error
+from ggufd.api.openai.protocol import ChatCompletionRequest, CompletionRequest
+from ggufd.engine.types import ErrorKind
+from ggufd.errors import (
+    EngineFailure,
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    Origin,
+    QueueFull,
+    ServingError,
+)
 
 
 @pytest.mark.parametrize(
@@ -125,10 +134,13 @@ def test_validation_message(err: dict[str, Any], expected: str) -> None:
         (ErrorKind.INVALID, 400, "invalid_request_error", None),
         (ErrorKind.ENGINE_DOWN, 503, "server_error", "engine_unavailable"),
         (ErrorKind.INTERNAL, 500, "server_error", None),
+        (ErrorKind.POISON, 422, "server_error", "request_crashes_model"),
+        (ErrorKind.TIMEOUT, 504, "server_error", "timeout"),
+        (ErrorKind.CLIENT_TOO_SLOW, 408, "invalid_request_error", "client_too_slow"),
     ],
 )
-def test_from_event(kind: ErrorKind, status: int, type_: str, code: str | None) -> None:
-    err = from_event(ErrorEvent("r", kind, "message", "prompt"))
+def test_engine_failures(kind: ErrorKind, status: int, type_: str, code: str | None) -> None:
+    err = openai_error(EngineFailure(kind, "message", Origin.PROMPT))
     assert (err.status, err.type, err.code, err.param, err.message) == (
         status,
         type_,
@@ -141,17 +153,33 @@ def test_from_event(kind: ErrorKind, status: int, type_: str, code: str | None) 
     }
 
 
-def test_every_error_kind_has_an_http_mapping() -> None:
+def test_every_error_kind_and_origin_has_an_openai_mapping() -> None:
     for kind in ErrorKind:
-        from_event(ErrorEvent("r", kind, "m"))
+        assert openai_error(EngineFailure(kind, "m")).status >= 400
+    for origin in Origin:
+        assert openai_error(InvalidRequest("m", origin)).param == PARAMS[origin]
 
 
-def test_unavailable_asks_to_retry() -> None:
-    err = errors.unavailable("loading")
+@pytest.mark.parametrize(
+    ("error", "status", "code", "param", "retry_after"),
+    [
+        (InvalidRequest("bad", Origin.MESSAGES), 400, None, "messages", None),
+        (InvalidRequest("bad", Origin.FORMAT), 400, None, "response_format", None),
+        (ModelNotFound("x", ["a", "b"]), 404, "model_not_found", "model", None),
+        (QueueFull("busy", 4), 503, "queue_full", None, "4"),
+        (ModelUnavailable("loading"), 503, "model_not_ready", None, "1"),
+        (ServingError("odd"), 500, None, None, None),
+    ],
+)
+def test_domain_errors(
+    error: ServingError, status: int, code: str | None, param: str | None, retry_after: str | None
+) -> None:
+    err = openai_error(error)
     resp = err.response()
-    assert resp.status_code == 503
-    assert resp.headers["retry-after"] == "1"
-    assert json.loads(bytes(resp.body))["error"]["code"] == "model_not_ready"
+    assert resp.status_code == status
+    assert resp.headers.get("retry-after") == retry_after
+    body = json.loads(bytes(resp.body))["error"]
+    assert (body["code"], body["param"], body["message"]) == (code, param, error.message)
 
 
 def test_sse_error_frame() -> None:
@@ -175,6 +203,10 @@ def client() -> TestClient:
     @app.get("/api-error")
     async def api_error() -> None:
         raise APIError(409, "taken", param="model", code="conflict")
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise QueueFull("model m is busy", 3)
 
     @app.get("/crash")
     async def crash() -> None:
@@ -221,6 +253,13 @@ def test_missing_body(client: TestClient) -> None:
 def test_unknown_route_and_method(client: TestClient) -> None:
     assert check_error(client.get("/nope"), 404)["code"] == "not_found"
     assert check_error(client.get("/chat"), 405)["code"] == "method_not_allowed"
+
+
+def test_a_domain_error_raised_by_a_route(client: TestClient) -> None:
+    resp = client.get("/busy")
+    err = check_error(resp, 503)
+    assert (err["code"], err["type"]) == ("queue_full", "server_error")
+    assert resp.headers["retry-after"] == "3"
 
 
 def test_api_error_and_unexpected_error(client: TestClient) -> None:

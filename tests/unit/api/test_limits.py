@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,20 +24,11 @@ from starlette.types import Message, Receive, Scope, Send
 from ggufd.api import errors
 from ggufd.api.app import create_app
 from ggufd.api.limits import MIB, BodyLimit, RequestEnd, at_end, install_limits
-from ggufd.api.service import ModelService
-from ggufd.engine.client import EngineState
-from ggufd.engine.types import (
-    Accepted,
-    EmbedRequest,
-    EmbedResult,
-    Event,
-    FinishReason,
-    GenerateRequest,
-    ModelInfo,
-    TokenEvent,
-)
+from ggufd.errors import QueueFull
 from ggufd.pool import ModelPool, PooledModel
+from ggufd.server import service_factory
 from ggufd.settings import ModelSettings, ServerSettings
+from tests.support.fakes import GatedEngine
 
 LIMIT = 1000  # bytes, for the body-size tests
 PROMPT = {"prompt": "hi", "max_tokens": 4}
@@ -220,11 +209,10 @@ def test_max_in_flight(fields: dict[str, Any], expected: int) -> None:
 def test_admit_counts_and_refuses_past_the_limit() -> None:
     m = pooled(parallel=1, max_queue=1)
     first, second = m.admit(), m.admit()
-    with pytest.raises(errors.APIError) as info:
+    with pytest.raises(QueueFull) as info:
         m.admit()
     err = info.value
-    assert (err.status, err.type, err.code) == (503, "server_error", "queue_full")
-    assert err.headers == {"Retry-After": "1"}
+    assert err.retry_after == 1
     assert "--max_queue" in err.message and "--parallel" in err.message
     first()
     first()  # releasing twice counts once
@@ -247,58 +235,15 @@ def test_retry_after_is_a_bounded_estimate(
 
 
 # -- the queue bound and the token cap, on the real app --------------------------------
-class GatedEngine:
-    """Enough of EngineClient for the routes. Every generation and embedding is accepted
-    at once and ends only once `gate` is set; submitted requests are kept."""
-
-    def __init__(self, parallel: int) -> None:
-        self.state = EngineState.READY
-        self.info = ModelInfo(
-            "m.gguf", 512, 512, 100, 8, parallel, None, "<s>", "</s>", True, "mean", "fake"
-        )
-        self.error: str | None = None
-        self.gate = threading.Event()
-        self.submitted: list[GenerateRequest] = []
-        self.busy = False
-        self.last_active = time.monotonic()
-        self._ids = itertools.count()
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def new_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
-
-    async def _opened(self) -> None:
-        while not self.gate.is_set():
-            await asyncio.sleep(0.01)
-
-    async def _events(self, rid: str) -> AsyncIterator[Event]:
-        yield Accepted(rid, 3)
-        await self._opened()
-        yield TokenEvent(rid, "ok", 1, (), FinishReason.STOP, 1)
-
-    def submit_group(self, reqs: list[GenerateRequest]) -> list[AsyncIterator[Event]]:
-        self.submitted.extend(reqs)
-        return [self._events(r.id) for r in reqs]
-
-    async def embed(self, req: EmbedRequest) -> EmbedResult:
-        await self._opened()
-        return EmbedResult(req.id, tuple((0.5, 0.5) for _ in req.inputs), 2)
-
-
 def gated_app(tmp_path: Path, **fields: Any) -> tuple[FastAPI, ModelPool, list[GatedEngine]]:
     engines: list[GatedEngine] = []
 
-    def factory(entry: ModelSettings) -> ModelService:
+    def engine(entry: ModelSettings) -> GatedEngine:
         engines.append(GatedEngine(entry.parallel))
-        return ModelService(engines[-1], entry.model_id)  # type: ignore[arg-type]
+        return engines[-1]
 
     entry = ModelSettings(model=str(tmp_path / "fake.gguf"), model_alias="fake", **fields)
-    pool = ModelPool([entry], factory)
+    pool = ModelPool([entry], service_factory(False, engine))
     return create_app(pool, ServerSettings()), pool, engines
 
 

@@ -20,14 +20,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import ggufd.api.metrics as metrics_module
-from ggufd.api.access_log import (
-    AccessLogMiddleware,
-    RequestRecord,
-    format_text,
-)
 from ggufd.api.app import create_app
-from ggufd.api.service import ModelService
-from ggufd.engine.client import EngineClient, EngineState
+from ggufd.engine import messages as M
+from ggufd.engine.client import EngineClient
+from ggufd.engine.protocol import EngineState
 from ggufd.engine.types import (
     Accepted,
     EmbedResult,
@@ -38,6 +34,7 @@ from ggufd.engine.types import (
     WorkerConfig,
 )
 from ggufd.pool import ModelPool
+from ggufd.server import service_factory
 from ggufd.settings import ModelSettings, ServerSettings
 
 STATS = EngineStats(waiting=2, running=3, slots=4, kv_used=100, kv_idle=40, kv_size=400)
@@ -56,32 +53,33 @@ class ScriptedEngine(EngineClient):
     async def stop(self) -> None:
         self.state = EngineState.FAILED
 
-    def _send(self, msg: tuple[str, Any]) -> None:
-        kind, payload = msg
+    def _send(self, msg: M.ToWorker) -> None:
         loop = asyncio.get_running_loop()
-        if kind == "submit":
-            for req in payload:
-                self._on_message("events", [Accepted(req.id, 5)])
-                first = TokenEvent(req.id, "Hel", 1, completion_tokens=1)
-                last = TokenEvent(req.id, "lo", 1, (), FinishReason.STOP, 2, cached_tokens=3)
-                loop.call_later(0.02, self._on_message, "events", [first])
-                loop.call_later(0.04, self._on_message, "events", [last])
-        elif kind == "embed":
-            vectors = tuple((0.5, 0.5) for _ in payload.inputs)
-            self._on_message("events", [EmbedResult(payload.id, vectors, 4)])
-        elif kind == "stats" and self.answer_stats:
-            loop.call_soon(self._on_message, "stats", (payload, STATS))
+        match msg:
+            case M.Submit(requests):
+                for req in requests:
+                    self._on_message(M.Events((Accepted(req.id, 5),)))
+                    first = TokenEvent(req.id, "Hel", 1, completion_tokens=1)
+                    last = TokenEvent(req.id, "lo", 1, (), FinishReason.STOP, 2, cached_tokens=3)
+                    loop.call_later(0.02, self._on_message, M.Events((first,)))
+                    loop.call_later(0.04, self._on_message, M.Events((last,)))
+            case M.Embed(request):
+                vectors = tuple((0.5, 0.5) for _ in request.inputs)
+                self._on_message(M.Events((EmbedResult(request.id, vectors, 4),)))
+            case M.StatsQuery(query_id) if self.answer_stats:
+                loop.call_soon(self._on_message, M.StatsReply(query_id, STATS))
 
 
 def make_app(tmp_path: Path, **settings: Any) -> tuple[FastAPI, list[ScriptedEngine]]:
     engines: list[ScriptedEngine] = []
 
-    def factory(entry: ModelSettings) -> ModelService:
+    def engine(entry: ModelSettings) -> ScriptedEngine:
         engines.append(ScriptedEngine(entry.model))
-        return ModelService(engines[-1], entry.model_id)
+        return engines[-1]
 
     entry = ModelSettings(model=str(tmp_path / "fake.gguf"), model_alias="fake")
-    return create_app(ModelPool([entry], factory), ServerSettings(**settings)), engines
+    pool = ModelPool([entry], service_factory(False, engine))
+    return create_app(pool, ServerSettings(**settings)), engines
 
 
 @pytest.fixture
@@ -264,44 +262,3 @@ def test_json_lines_with_prompts_and_replies(tmp_path: Path, lines: list[str]) -
     assert entry["req"] == rid and entry["status"] == 200 and entry["stream"] == 0
     assert entry["prompt_tokens"] == 5 and entry["completion_tokens"] == 2
     assert "Tell me a secret" in entry["prompt"] and entry["reply"] == "Hello"
-
-
-def test_text_values_with_spaces_or_newlines_are_quoted() -> None:
-    line = format_text({"a": "x y", "b": "line\nbreak", "c": 1.5, "d": "/v1/x", "e": ["p", "q"]})
-    assert line == 'a="x y" b="line\\nbreak" c=1.5 d=/v1/x e=["p", "q"]'
-    assert "\n" not in line
-
-
-# -- the middleware alone ------------------------------------------------------------------
-async def _call(app: Any, seen: list[RequestRecord]) -> None:
-    middleware = AccessLogMiddleware(app, [seen.append])
-    scope = {"type": "http", "method": "POST", "path": "/x", "client": ("10.0.0.1", 5)}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    await middleware(scope, receive, send)
-
-
-async def test_an_app_error_before_the_response_is_a_500_and_is_raised() -> None:
-    async def failing(scope: Any, receive: Any, send: Any) -> None:
-        raise RuntimeError("boom")
-
-    seen: list[RequestRecord] = []
-    with pytest.raises(RuntimeError):
-        await _call(failing, seen)
-    [rec] = seen
-    assert rec.status == 500 and rec.endpoint == "other" and rec.client == "10.0.0.1"
-
-
-async def test_a_client_gone_before_the_response_is_a_499() -> None:
-    async def waits_for_disconnect(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-
-    seen: list[RequestRecord] = []
-    await _call(waits_for_disconnect, seen)
-    [rec] = seen
-    assert rec.status == 499 and rec.disconnected

@@ -5,11 +5,13 @@ per-stream timings and token counts, and the stats query to the worker.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from ggufd.engine.client import EngineClient, EngineError, EngineState, _EventStream
+from ggufd.engine import messages as M
+from ggufd.engine.client import EngineClient
+from ggufd.engine.protocol import EngineError, EngineState
+from ggufd.engine.streams import EventStream
 from ggufd.engine.types import (
     Accepted,
     EngineStats,
@@ -27,16 +29,21 @@ def client() -> EngineClient:
     return EngineClient(WorkerConfig(model_path="fake.gguf"))
 
 
+def stream_of(c: EngineClient, request_id: str) -> EventStream:
+    """A stream the client tracks and feeds, as submit_group makes them (nothing is sent)."""
+    return EventStream(c, request_id, c._track(request_id, None))
+
+
 async def test_a_stream_records_its_timings_and_token_counts() -> None:
     c = client()
-    stream = _EventStream(c, "r")
-    c._on_message("events", [Accepted("r", 12)])
+    stream = stream_of(c, "r")
+    c._on_message(M.Events((Accepted("r", 12),)))
     await anext(stream)
     await asyncio.sleep(0.02)
-    c._on_message("events", [TokenEvent("r", "", 1, completion_tokens=1)])  # held back text
+    c._on_message(M.Events((TokenEvent("r", "", 1, completion_tokens=1),)))  # held back text
     await anext(stream)
     await asyncio.sleep(0.02)
-    c._on_message("events", [TokenEvent("r", "Hi", 1, (), FinishReason.LENGTH, 3, 8)])
+    c._on_message(M.Events((TokenEvent("r", "Hi", 1, (), FinishReason.LENGTH, 3, 8),)))
     await anext(stream)
     s = stream.stats
     assert (s.prompt_tokens, s.cached_tokens, s.completion_tokens) == (12, 8, 3)
@@ -49,8 +56,8 @@ async def test_a_stream_records_its_timings_and_token_counts() -> None:
 
 async def test_a_stream_closed_early_is_an_abort_and_an_error_is_an_error() -> None:
     c = client()
-    early, failing = _EventStream(c, "a"), _EventStream(c, "b")
-    c._on_message("events", [Accepted("a", 3), ErrorEvent("b", ErrorKind.INTERNAL, "x")])
+    early, failing = stream_of(c, "a"), stream_of(c, "b")
+    c._on_message(M.Events((Accepted("a", 3), ErrorEvent("b", ErrorKind.INTERNAL, "x"))))
     await anext(early)
     await early.aclose()
     assert early.stats.finish_reason == "abort" and early.stats.ttft is None
@@ -61,16 +68,19 @@ async def test_a_stream_closed_early_is_an_abort_and_an_error_is_an_error() -> N
 async def test_stats_asks_the_worker_and_waits_for_its_answer() -> None:
     c = client()
     c.state = EngineState.READY
-    sent: list[tuple[str, Any]] = []
+    sent: list[M.ToWorker] = []
 
-    def answer(msg: tuple[str, Any]) -> None:
+    def answer(msg: M.ToWorker) -> None:
         sent.append(msg)
-        asyncio.get_running_loop().call_later(0.01, c._on_message, "stats", (msg[1], STATS))
+        assert isinstance(msg, M.StatsQuery)
+        reply = M.StatsReply(msg.query_id, STATS)
+        asyncio.get_running_loop().call_later(0.01, c._on_message, reply)
 
     c._send = answer  # type: ignore[method-assign]
     first, second = await asyncio.gather(c.stats(), c.stats())
     assert first == second == STATS
-    assert [kind for kind, _ in sent] == ["stats", "stats"] and sent[0][1] != sent[1][1]
+    assert all(isinstance(m, M.StatsQuery) for m in sent) and len(sent) == 2
+    assert sent[0] != sent[1]  # each query has its own id
     assert not c._stats_waiters
 
 

@@ -19,46 +19,48 @@ def split_bytes(text: str) -> list[bytes]:
     return [bytes([b]) for b in text.encode()]
 
 
-# (pieces, stop strings, text sent after each piece (+ finish() unless stopped), stopped)
-CASES: list[tuple[list[bytes], list[str], list[str], bool]] = [
+# (pieces, stop strings, text sent after each piece (+ finish() unless stopped), the stop
+# string found: None when none ended it)
+CASES: list[tuple[list[bytes], list[str], list[str], str | None]] = [
     # plain text goes out at once
-    ([b"Hello", b", ", b"world"], [], ["Hello", ", ", "world", ""], False),
+    ([b"Hello", b", ", b"world"], [], ["Hello", ", ", "world", ""], None),
     # a two-byte character split across pieces waits for its second byte
-    ([b"caf", b"\xc3", b"\xa9!"], [], ["caf", "", "é!", ""], False),
+    ([b"caf", b"\xc3", b"\xa9!"], [], ["caf", "", "é!", ""], None),
     # a four-byte emoji split in every possible place
-    ([b"\xf0", b"\x9f", b"\x98", b"\x80", b"x"], [], ["", "", "", "😀", "x", ""], False),
-    ([b"a\xf0\x9f", b"\x98\x80"], [], ["a", "😀", ""], False),
+    ([b"\xf0", b"\x9f", b"\x98", b"\x80", b"x"], [], ["", "", "", "😀", "x", ""], None),
+    ([b"a\xf0\x9f", b"\x98\x80"], [], ["a", "😀", ""], None),
     # a stop string inside one piece: the text before it, then nothing
-    ([b"Hi</s>bye"], ["</s>"], ["Hi"], True),
+    ([b"Hi</s>bye"], ["</s>"], ["Hi"], "</s>"),
     # a stop string spread over several pieces never leaks, not even in part
-    ([b"Hi<", b"/", b"s", b">", b"more"], ["</s>"], ["Hi", "", "", "", ""], True),
-    ([b"ab", b"cSTO", b"P", b"x"], ["STOP"], ["ab", "c", "", ""], True),
+    ([b"Hi<", b"/", b"s", b">", b"more"], ["</s>"], ["Hi", "", "", "", ""], "</s>"),
+    ([b"ab", b"cSTO", b"P", b"x"], ["STOP"], ["ab", "c", "", ""], "STOP"),
     # a held partial match that turns out not to be a stop string is released
-    ([b"Hi<", b"b>", b"ok"], ["</s>"], ["Hi", "<b>", "ok", ""], False),
-    ([b"S", b"T", b"A", b"R"], ["STOP"], ["", "", "STA", "R", ""], False),
+    ([b"Hi<", b"b>", b"ok"], ["</s>"], ["Hi", "<b>", "ok", ""], None),
+    ([b"S", b"T", b"A", b"R"], ["STOP"], ["", "", "STA", "R", ""], None),
     # held text is flushed by finish()
-    ([b"end<", b"/"], ["</s>"], ["end", "", "</"], False),
+    ([b"end<", b"/"], ["</s>"], ["end", "", "</"], None),
     # several stop strings: the earliest in the text wins
-    ([b"one two three"], ["three", "two"], ["one "], True),
-    ([b"x", b"AB", b"C"], ["BC", "ABCD"], ["x", "", "A"], True),
+    ([b"one two three"], ["three", "two"], ["one "], "two"),
+    ([b"x", b"AB", b"C"], ["BC", "ABCD"], ["x", "", "A"], "BC"),
     # a stop string at the very start
-    ([b"\n\nrest"], ["\n\n"], [""], True),
+    ([b"\n\nrest"], ["\n\n"], [""], "\n\n"),
     # a stop string made of multi-byte characters, split inside a character
-    ([b"ok \xe2\x80", b"\x94 \xe2", b"\x80\x94"], ["— —"], ["ok ", "", ""], True),
+    ([b"ok \xe2\x80", b"\x94 \xe2", b"\x80\x94"], ["— —"], ["ok ", "", ""], "— —"),
     # the same stop string twice: the first occurrence stops
-    ([b"aXbXc"], ["X"], ["a"], True),
+    ([b"aXbXc"], ["X"], ["a"], "X"),
     # empty stop strings are ignored
-    ([b"abc"], [""], ["abc", ""], False),
+    ([b"abc"], [""], ["abc", ""], None),
 ]
 
 
-@pytest.mark.parametrize(("pieces", "stop", "expected", "stopped"), CASES)
+@pytest.mark.parametrize(("pieces", "stop", "expected", "matched"), CASES)
 def test_detokenizer(
-    pieces: list[bytes], stop: list[str], expected: list[str], stopped: bool
+    pieces: list[bytes], stop: list[str], expected: list[str], matched: str | None
 ) -> None:
     det = Detokenizer(stop)
     assert feed(det, pieces) == expected
-    assert det.stopped is stopped
+    assert det.stopped is (matched is not None)
+    assert det.matched == matched
     assert det.text_len == len("".join(expected))
 
 
@@ -123,3 +125,45 @@ def test_finish_is_idempotent() -> None:
     assert det.finish() == "</"
     assert det.finish() == ""
     assert det.text_len == 3
+
+
+# -- which stop string was found -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("pieces", "stop", "matched"),
+    [
+        # the one that appears first in the text, not the first one listed
+        ([b"a, b. c"], [".", ","], ","),
+        ([b"a. b, c"], [".", ","], "."),
+        # fed piece by piece: the first one completed, even if a longer one was under way
+        (split_bytes("Hi\nUser: x<|im_end|>"), ["<|im_end|>", "\nUser:"], "\nUser:"),
+        ([b"x<|im", b"_end|>", b"<|endoftext|>"], ["<|endoftext|>", "<|im_end|>"], "<|im_end|>"),
+        # a shorter stop string inside a longer one that was also a candidate
+        ([b"x", b"AB", b"C"], ["ABCD", "BC"], "BC"),
+    ],
+)
+def test_matched_names_the_earliest_stop_string(
+    pieces: list[bytes], stop: list[str], matched: str
+) -> None:
+    det = Detokenizer(stop)
+    for p in pieces:
+        det.add(p)
+    assert det.stopped and det.matched == matched
+    det.finish()  # nothing after the stop changes it
+    det.add(b"".join(s.encode() for s in stop))
+    assert det.matched == matched
+
+
+def test_matched_is_none_until_a_stop_string_is_found() -> None:
+    det = Detokenizer(["</s>"])
+    assert det.matched is None
+    det.add(b"a</")  # a partial match only
+    assert det.matched is None and not det.stopped
+    det.finish()  # generation ended otherwise (end of generation, length)
+    assert det.matched is None
+
+
+def test_matched_is_none_without_stop_strings() -> None:
+    det = Detokenizer()
+    det.add(b"any </s> text")
+    det.finish()
+    assert det.matched is None and not det.stopped

@@ -225,15 +225,24 @@ def test_at_most_n_slots_run_and_the_rest_wait_in_fifo_order() -> None:
     assert not sched.waiting
 
 
+def find(sched: Scheduler, request_id: str) -> Sequence | None:
+    """The running or waiting sequence of a request, if the scheduler holds it."""
+    for seq in (*sched.running, *sched.waiting):
+        if seq.request_id == request_id:
+            return seq
+    return None
+
+
 def test_find_and_finish_of_a_waiting_sequence() -> None:
     sched = Scheduler(n_slots=1, kv_size=64, n_batch=8)
     a, b = make_seq("a", [1, 2]), make_seq("b", [3, 4])
     sched.add(a)
     sched.add(b)
     step(sched)
-    assert sched.find("a") is a and sched.find("b") is b and sched.find("c") is None
+    assert find(sched, "a") is a and find(sched, "b") is b and find(sched, "c") is None
+    assert a in sched.running and b in sched.waiting
     sched.finish(b)  # aborted while waiting: no slot to release
-    assert sched.find("b") is None and not sched.waiting
+    assert find(sched, "b") is None and not sched.waiting
     sched.finish(a)
     assert not sched.has_work()
     assert sched.slots[0].cached == [1, 2] and sched.slots[0].seq is None

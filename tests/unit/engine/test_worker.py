@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from ggufd.engine import messages as M
 from ggufd.engine import worker as worker_mod
 from ggufd.engine.runner import DecodeError
-from ggufd.engine.sampling import log_softmax
+from ggufd.engine.sampling import GrammarError, log_softmax
 from ggufd.engine.scheduler import BatchItem
 from ggufd.engine.types import (
     Accepted,
@@ -29,6 +30,7 @@ from ggufd.engine.types import (
     FinishReason,
     GenerateRequest,
     PromptLogprobs,
+    RequestPart,
     SamplingParams,
     TokenEvent,
     WorkerConfig,
@@ -77,7 +79,8 @@ class FakeRunner:
         if self.fail_next:
             self.fail_next = False
             raise DecodeError(-3)
-        starts, batch = [], []
+        starts: list[int] = []
+        batch: list[int] = []
         for item in items:
             cells = self.cells.setdefault(item.slot, [])
             assert cells == item.seq.tokens[: item.start], "KV cache out of step"
@@ -203,23 +206,25 @@ def test_request_lifecycle_until_eos(scripts: dict[int, list[int]]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("script", "kw", "expected_text", "finish", "completion_tokens"),
+    ("script", "kw", "expected_text", "finish", "completion_tokens", "stop_string"),
     [
         # eos
-        ([*toks("abc"), EOS], {}, "abc", FinishReason.STOP, 4),
+        ([*toks("abc"), EOS], {}, "abc", FinishReason.STOP, 4, None),
         # max_tokens
-        (toks("abcdef"), {"max_tokens": 3}, "abc", FinishReason.LENGTH, 3),
-        (toks("abcdef"), {"max_tokens": 1}, "a", FinishReason.LENGTH, 1),
+        (toks("abcdef"), {"max_tokens": 3}, "abc", FinishReason.LENGTH, 3, None),
+        (toks("abcdef"), {"max_tokens": 1}, "a", FinishReason.LENGTH, 1, None),
         # eos as the last allowed token: stop wins
-        ([*toks("ab"), EOS], {"max_tokens": 3}, "ab", FinishReason.STOP, 3),
+        ([*toks("ab"), EOS], {"max_tokens": 3}, "ab", FinishReason.STOP, 3, None),
         # a stop string spread over several tokens: nothing of it is sent
-        (toks("yes</s>more"), {"stop": ("</s>",)}, "yes", FinishReason.STOP, 7),
+        (toks("yes</s>more"), {"stop": ("</s>",)}, "yes", FinishReason.STOP, 7, "</s>"),
         # two stop strings: the first one to appear
-        (toks("a, b. c"), {"stop": (".", ",")}, "a", FinishReason.STOP, 2),
+        (toks("a, b. c"), {"stop": (".", ",")}, "a", FinishReason.STOP, 2, ","),
+        # a stop string completed by the last allowed token: it is the stop string's stop
+        (toks("ab."), {"stop": (".",), "max_tokens": 3}, "ab", FinishReason.STOP, 3, "."),
         # a held partial stop string is flushed when max_tokens ends the request
-        (toks("ab<"), {"stop": ("<end>",), "max_tokens": 3}, "ab<", FinishReason.LENGTH, 3),
+        (toks("ab<"), {"stop": ("<end>",), "max_tokens": 3}, "ab<", FinishReason.LENGTH, 3, None),
         # ... and when eos ends it
-        ([*toks("ab<"), EOS], {"stop": ("<end>",)}, "ab<", FinishReason.STOP, 4),
+        ([*toks("ab<"), EOS], {"stop": ("<end>",)}, "ab<", FinishReason.STOP, 4, None),
         # ignore_eos: the eos token does not end the request
         (
             [*toks("a"), EOS, *toks("b")],
@@ -227,6 +232,7 @@ def test_request_lifecycle_until_eos(scripts: dict[int, list[int]]) -> None:
             "ab",
             FinishReason.LENGTH,
             3,
+            None,
         ),
     ],
 )
@@ -237,6 +243,7 @@ def test_finish_reasons(
     expected_text: str,
     finish: FinishReason,
     completion_tokens: int,
+    stop_string: str | None,
 ) -> None:
     scripts[0] = script
     w = make_worker()
@@ -246,7 +253,21 @@ def test_finish_reasons(
     end = last(events, "r")
     assert end.finish_reason is finish
     assert end.completion_tokens == completion_tokens
+    assert end.stop_string == stop_string
     assert sum(1 for e in events if isinstance(e, TokenEvent) and e.finish_reason) == 1
+    # Only the finishing event can name a stop string.
+    assert all(e.stop_string is None for e in of(events, "r")[:-1] if isinstance(e, TokenEvent))
+
+
+def test_the_stop_string_is_reported_per_request(scripts: dict[int, list[int]]) -> None:
+    scripts.update({1: toks("one<|im_end|>"), 2: toks("two\nUser:"), 3: [*toks("3"), EOS]})
+    w = make_worker(parallel=3)
+    stop = ("<|im_end|>", "\nUser:")
+    for rid, seed in (("a", 1), ("b", 2), ("c", 3)):
+        w.submit(request(rid, "p", seed=seed, stop=stop))
+    events = run(w)
+    assert [last(events, rid).stop_string for rid in "abc"] == ["<|im_end|>", "\nUser:", None]
+    assert [text(events, rid) for rid in "abc"] == ["one", "two", "3"]
 
 
 def test_the_context_ends_generation(scripts: dict[int, list[int]]) -> None:
@@ -256,6 +277,7 @@ def test_the_context_ends_generation(scripts: dict[int, list[int]]) -> None:
     assert text(events, "r") == "xxxx"
     end = last(events, "r")
     assert end.finish_reason is FinishReason.LENGTH and end.completion_tokens == 4
+    assert end.stop_string is None
 
 
 def test_stop_string_does_not_leak_across_events(scripts: dict[int, list[int]]) -> None:
@@ -290,14 +312,14 @@ def test_max_tokens_above_the_context_is_capped_by_it(scripts: dict[int, list[in
 
 # -- errors ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("prompt", "kw", "kind", "param"),
+    ("prompt", "kw", "kind"),
     [
-        ("x" * 63, {}, ErrorKind.CONTEXT_LENGTH, "prompt"),  # 64 tokens with BOS
-        (tuple(range(2, 70)), {}, ErrorKind.CONTEXT_LENGTH, "prompt"),
-        ((5, 256), {}, ErrorKind.INVALID, "prompt"),
-        ((-1,), {}, ErrorKind.INVALID, "prompt"),
-        ((), {}, ErrorKind.INVALID, "prompt"),
-        ("", {"add_special": False}, ErrorKind.INVALID, "prompt"),
+        ("x" * 63, {}, ErrorKind.CONTEXT_LENGTH),  # 64 tokens with BOS
+        (tuple(range(2, 70)), {}, ErrorKind.CONTEXT_LENGTH),
+        ((5, 256), {}, ErrorKind.INVALID),
+        ((-1,), {}, ErrorKind.INVALID),
+        ((), {}, ErrorKind.INVALID),
+        ("", {"add_special": False}, ErrorKind.INVALID),
     ],
 )
 def test_rejected_prompts(
@@ -305,7 +327,6 @@ def test_rejected_prompts(
     prompt: str | tuple[int, ...],
     kw: dict[str, Any],
     kind: ErrorKind,
-    param: str,
 ) -> None:
     w = make_worker(FakeRunner(n_ctx=64))
     w.submit(request("r", prompt, **kw))
@@ -313,7 +334,8 @@ def test_rejected_prompts(
     assert len(events) == 1
     ev = events[0]
     assert isinstance(ev, ErrorEvent)
-    assert (ev.request_id, ev.kind, ev.param) == ("r", kind, param)
+    # The prompt whatever its form (text or tokens, rendered from chat messages or not).
+    assert (ev.request_id, ev.kind, ev.part) == ("r", kind, RequestPart.PROMPT)
     assert not w.active and not w.sched.has_work()
 
 
@@ -340,9 +362,45 @@ def test_logit_bias_outside_the_vocabulary(scripts: dict[int, list[int]], token:
     w.submit(req)
     (ev,) = w.drain_events()
     assert isinstance(ev, ErrorEvent)
-    assert (ev.kind, ev.param) == (ErrorKind.INVALID, "logit_bias")
+    assert (ev.kind, ev.part) == (ErrorKind.INVALID, RequestPart.LOGIT_BIAS)
     assert str(token) in ev.message
     assert not ScriptedSampler.made  # no sampler was built
+
+
+@pytest.mark.parametrize(
+    ("grammar", "fragment"),
+    [
+        ('root ::= "\ud800"', "lone surrogate"),
+        ("root ::= " + "(" * 200 + '"a"' + ")" * 200, "nests groups 200 deep"),
+    ],
+)
+def test_a_bad_grammar_is_rejected_at_admission(grammar: str, fragment: str) -> None:
+    # The real Sampler: it checks the grammar before anything reaches llama.cpp.
+    w = make_worker()
+    w.submit(GenerateRequest("r", "hi", grammar=grammar))
+    (ev,) = w.drain_events()
+    assert isinstance(ev, ErrorEvent)
+    assert (ev.request_id, ev.kind, ev.part) == ("r", ErrorKind.INVALID, RequestPart.GRAMMAR)
+    assert fragment in ev.message
+    assert not w.active and not w.sched.has_work()
+
+
+def test_a_grammar_that_allows_no_further_token_ends_the_request(
+    scripts: dict[int, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dead_end(self: ScriptedSampler, ctx: Any, batch_index: int) -> int:
+        raise GrammarError("the grammar allows no further token")
+
+    monkeypatch.setattr(ScriptedSampler, "sample", dead_end)
+    w = make_worker()
+    w.submit(request("r", "hi", grammar='root ::= "a"'))
+    events = run(w)
+    assert isinstance(events[0], Accepted)
+    ev = events[-1]
+    assert isinstance(ev, ErrorEvent)
+    assert (ev.request_id, ev.kind, ev.part) == ("r", ErrorKind.INVALID, RequestPart.GRAMMAR)
+    assert "no further token" in ev.message
+    assert not w.active and ScriptedSampler.made[0].closed
 
 
 def test_decode_failure_fails_the_batch_and_the_worker_goes_on(
@@ -374,7 +432,7 @@ def test_abort_while_generating(scripts: dict[int, list[int]]) -> None:
     w.step()
     w.abort("r")
     assert not w.active
-    assert w.sched.find("r") is None
+    assert all(s.request_id != "r" for s in (*w.sched.running, *w.sched.waiting))
     assert ScriptedSampler.made[0].closed
     assert all(s.seq is None for s in w.sched.slots)
     assert not w.sched.has_work()
@@ -615,21 +673,21 @@ def test_embed_errors(
     w.embed(EmbedRequest("e", inputs))
     (ev,) = w.drain_events()
     assert isinstance(ev, ErrorEvent)
-    assert (ev.kind, ev.param) == (kind, "input")
+    assert (ev.kind, ev.part) == (kind, RequestPart.INPUT)
     assert fragment in ev.message
 
 
 # -- messages --------------------------------------------------------------------------
 def test_handle_dispatches_messages(scripts: dict[int, list[int]]) -> None:
     w = make_worker()
-    assert _handle(w, ("submit", (request("r", "a"),)))
+    assert _handle(w, M.Submit((request("r", "a"),)))
     assert "r" in w.active
-    assert _handle(w, ("abort", "r"))
+    assert _handle(w, M.Abort("r"))
     assert "r" not in w.active
-    assert _handle(w, ("embed", EmbedRequest("e", ("a",))))
+    assert _handle(w, M.Embed(EmbedRequest("e", ("a",))))
     assert isinstance(w.drain_events()[-1], EmbedResult)
-    assert _handle(w, ("unknown", None))
-    assert not _handle(w, ("stop", None))
+    assert _handle(w, ("unknown", None))  # type: ignore[arg-type]  # ignored, not fatal
+    assert not _handle(w, M.Stop())
 
 
 def test_prompt_cache_off_recomputes_every_prompt(scripts: dict[int, list[int]]) -> None:
@@ -665,15 +723,18 @@ def test_stats_message_reports_the_scheduler(scripts: dict[int, list[int]]) -> N
     for rid, seed in (("one", 1), ("two", 2), ("three", 3)):
         w.submit(request(rid, "abc", seed=seed))
     w.step()  # two prompts (BOS + "abc") computed on the two slots; the third waits
-    assert _handle(w, ("stats", 7))
+    assert _handle(w, M.StatsQuery(7))
     assert w.drain_replies() == [
-        ("stats", (7, EngineStats(waiting=1, running=2, slots=2, kv_used=8, kv_idle=0, kv_size=64)))
+        M.StatsReply(
+            7, EngineStats(waiting=1, running=2, slots=2, kv_used=8, kv_idle=0, kv_size=64)
+        )
     ]
     assert w.drain_replies() == []
     run(w)
-    _handle(w, ("stats", 8))
-    [(kind, (query, stats))] = w.drain_replies()
-    assert (kind, query, stats.waiting, stats.running) == ("stats", 8, 0, 0)
+    _handle(w, M.StatsQuery(8))
+    [reply] = w.drain_replies()
+    stats = reply.stats
+    assert (reply.query_id, stats.waiting, stats.running) == (8, 0, 0)
     assert stats.kv_used == stats.kv_idle > 0  # the idle slots keep their caches
 
 

@@ -15,7 +15,7 @@ from ggufd.api.limits import (
     MAX_PROMPTS,
     MAX_TOOLS,
 )
-from ggufd.api.protocol import (
+from ggufd.api.openai.protocol import (
     MAX_N,
     MAX_STOP,
     ChatCompletionRequest,
@@ -23,7 +23,8 @@ from ggufd.api.protocol import (
     CompletionRequest,
     EmbeddingRequest,
 )
-from ggufd.engine.types import GenerateRequest, SamplingParams
+from ggufd.engine.types import SamplingParams
+from ggufd.serving import types as T
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -84,7 +85,7 @@ def test_sampling_field_ranges(model: type, field: str, good: list[Any], bad: li
 def test_stop_list(stop: Any, expected: tuple[str, ...]) -> None:
     req = ChatCompletionRequest.model_validate(chat(stop=stop))
     assert req.stop_list() == expected
-    assert req.to_generate("id", "p", 0).stop == expected
+    assert req.to_core().generation.stop == expected
 
 
 def test_too_many_stop_strings() -> None:
@@ -173,15 +174,13 @@ def test_defaults_match_the_engine_defaults() -> None:
     assert sampling == SamplingParams()
 
 
-@pytest.mark.parametrize(
-    ("seed", "index", "expected"),
-    [(None, 0, None), (None, 3, None), (10, 0, 10), (10, 3, 13), (-1, 1, 0)],
-)
-def test_seed_offset_per_choice(seed: int | None, index: int, expected: int | None) -> None:
+@pytest.mark.parametrize("seed", [None, 10, -1])
+def test_the_seed_goes_to_the_core_as_given(seed: int | None) -> None:
+    """(The core offsets it per choice: tests/unit/serving/test_core.py.)"""
     req = ChatCompletionRequest.model_validate(chat(seed=seed))
-    assert req.to_generate("id", "p", index).sampling.seed == expected
+    assert req.to_core().generation.sampling.seed == seed
     creq = CompletionRequest.model_validate(completion(seed=seed))
-    assert creq.to_generate("id", "p", index).sampling.seed == expected
+    assert creq.to_core().generation.sampling.seed == seed
 
 
 @pytest.mark.parametrize(
@@ -264,10 +263,10 @@ def test_messages_must_not_be_empty_or_missing() -> None:
 def test_content_text(content: Any, expected: str | None) -> None:
     msg = ChatMessage.model_validate({"role": "assistant", "content": content})
     assert msg.content_text() == expected
-    assert msg.to_template()["content"] == expected
+    assert msg.to_core().content == expected
 
 
-def test_to_template_keeps_tool_calls_and_drops_unset_fields() -> None:
+def test_to_core_keeps_tool_calls_and_drops_unset_fields() -> None:
     msg = ChatMessage.model_validate(
         {
             "role": "assistant",
@@ -275,7 +274,7 @@ def test_to_template_keeps_tool_calls_and_drops_unset_fields() -> None:
             "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"x": 1}}}],
         }
     )
-    assert msg.to_template() == {
+    assert msg.to_core().to_template() == {
         "role": "assistant",
         "content": None,
         "tool_calls": [
@@ -344,8 +343,9 @@ def test_legacy_functions_become_tools() -> None:
         chat(functions=[TOOL["function"]], function_call={"name": "f"})
     )
     assert req.legacy_functions
-    assert [t.function.name for t in req.active_tools()] == ["f"]
-    assert [t.function.name for t in req.forced_tools() or []] == ["f"]
+    core = req.to_core()
+    assert [t.name for t in core.offered_tools()] == ["f"]
+    assert [t.name for t in core.forced_tools() or []] == ["f"]
 
 
 @pytest.mark.parametrize(
@@ -360,31 +360,33 @@ def test_legacy_functions_become_tools() -> None:
 )
 def test_forced_tools(choice: Any, forced: list[str] | None) -> None:
     tools = [TOOL, {"type": "function", "function": {"name": "h"}}]
-    req = ChatCompletionRequest.model_validate(chat(tools=tools, tool_choice=choice))
+    req = ChatCompletionRequest.model_validate(chat(tools=tools, tool_choice=choice)).to_core()
     got = req.forced_tools()
-    assert (None if got is None else [t.function.name for t in got]) == forced
-    assert req.active_tools() == ([] if choice == "none" else req.tools)
+    assert (None if got is None else [t.name for t in got]) == forced
+    assert req.offered_tools() == (() if choice == "none" else req.tools)
+    assert [t.name for t in req.tools] == ["f", "h"]
 
 
 @pytest.mark.parametrize(
     ("fmt", "schema"),
     [
         ({"type": "text"}, None),
-        ({"type": "json_object"}, True),
-        ({"type": "json_object", "schema": {"type": "object"}}, {"type": "object"}),
+        ({"type": "json_object"}, T.JsonFormat(None)),
+        ({"type": "json_object", "schema": {"type": "object"}}, T.JsonFormat({"type": "object"})),
         (
             {
                 "type": "json_schema",
                 "json_schema": {"name": "x", "schema": {"type": "array"}, "strict": True},
             },
-            {"type": "array"},
+            T.JsonFormat({"type": "array"}),
         ),
     ],
 )
 def test_response_format_schema(fmt: dict[str, Any], schema: Any) -> None:
     req = ChatCompletionRequest.model_validate(chat(response_format=fmt))
     assert req.response_format is not None
-    assert req.response_format.schema() == schema
+    assert req.response_format.to_core() == schema
+    assert req.to_core().response_format == schema
 
 
 @pytest.mark.parametrize(
@@ -414,7 +416,7 @@ def test_max_completion_tokens_wins_over_max_tokens(
     req = ChatCompletionRequest.model_validate(
         chat(max_tokens=max_tokens, max_completion_tokens=max_completion_tokens)
     )
-    assert req.to_generate("id", "p", 0).max_tokens == expected
+    assert req.to_core().generation.max_tokens == expected
 
 
 @pytest.mark.parametrize(
@@ -423,25 +425,40 @@ def test_max_completion_tokens_wins_over_max_tokens(
 )
 def test_chat_logprobs(logprobs: bool, top: int | None, expected: int | None) -> None:
     req = ChatCompletionRequest.model_validate(chat(logprobs=logprobs, top_logprobs=top))
-    assert req.to_generate("id", "p", 0).logprobs == expected
+    assert req.to_core().generation.logprobs == expected
 
 
-def test_chat_to_generate() -> None:
+def test_chat_to_core() -> None:
     req = ChatCompletionRequest.model_validate(
-        chat(stop="\n", seed=1, max_tokens=9, ignore_eos=True, temperature=0)
+        chat(
+            stop="\n",
+            seed=1,
+            max_tokens=9,
+            ignore_eos=True,
+            temperature=0,
+            n=2,
+            stream=True,
+            tools=[TOOL],
+            tool_choice={"type": "function", "function": {"name": "f"}},
+            parallel_tool_calls=True,
+            grammar=None,
+        )
     )
-    assert req.to_generate("rid-1", "PROMPT", 1) == GenerateRequest(
-        id="rid-1",
-        prompt="PROMPT",
-        sampling=SamplingParams(temperature=0.0, seed=2),
-        max_tokens=9,
-        stop=("\n",),
-        logprobs=None,
-        echo=False,
-        add_special=True,
-        parse_special=True,
-        ignore_eos=True,
-        chat=True,
+    assert req.to_core() == T.ChatRequest(
+        model=None,
+        messages=(T.Message("user", "hi"),),
+        generation=T.Generation(
+            sampling=SamplingParams(temperature=0.0, seed=1),
+            max_tokens=9,
+            stop=("\n",),
+            logprobs=None,
+            ignore_eos=True,
+        ),
+        tools=(T.ToolSpec("f", parameters=TOOL["function"].get("parameters")),),
+        tool_choice=T.ToolChoice(T.ToolChoiceMode.NAMED, "f"),
+        parallel_tool_calls=True,
+        n=2,
+        stream=True,
     )
 
 
@@ -497,13 +514,13 @@ def test_completion_empty_suffix_is_allowed() -> None:
         ({"max_tokens": None, "logprobs": 5}, {"max_tokens": None, "logprobs": 5}),
     ],
 )
-def test_completion_to_generate(extra: dict[str, Any], fields: dict[str, Any]) -> None:
-    req = CompletionRequest.model_validate(completion(**extra))
-    gen = req.to_generate("cmpl-1", (1, 2), 2)
-    assert gen.prompt == (1, 2) and gen.id == "cmpl-1"
-    assert gen.add_special is True and gen.parse_special is False
-    for name, value in fields.items():
-        assert getattr(gen, name) == value, name
+def test_completion_to_core(extra: dict[str, Any], fields: dict[str, Any]) -> None:
+    req = CompletionRequest.model_validate(completion(**extra) | {"prompt": [1, 2]})
+    core = req.to_core()
+    assert core.prompts == ((1, 2),)
+    assert core.echo is fields.get("echo", False)
+    assert core.generation.max_tokens == fields["max_tokens"]
+    assert core.generation.logprobs == fields["logprobs"]
 
 
 # -- embeddings ------------------------------------------------------------------------
@@ -589,44 +606,3 @@ def test_one_long_token_prompt_is_not_a_list_of_prompts() -> None:
     assert CompletionRequest.model_validate(completion(prompt=ids)).prompts() == [tuple(ids)]
     req = EmbeddingRequest.model_validate({"input": list(range(MAX_EMBED_INPUTS + 10))})
     assert len(req.inputs()) == 1
-
-
-@pytest.mark.parametrize(
-    ("body", "cap", "expected"),
-    [
-        ({}, None, None),
-        ({}, 5, 5),
-        ({"max_tokens": 100}, 5, 5),
-        ({"max_tokens": 3}, 5, 3),
-        ({"max_tokens": 5}, 5, 5),
-        ({"max_completion_tokens": 100, "max_tokens": 2}, 5, 5),
-        ({"max_completion_tokens": 4, "max_tokens": 100}, 5, 4),
-        ({"max_tokens": 100}, None, 100),
-    ],
-)
-def test_chat_token_cap(body: dict[str, Any], cap: int | None, expected: int | None) -> None:
-    req = ChatCompletionRequest.model_validate(chat(**body)).with_token_cap(cap)
-    assert req.to_generate("id", "p", 0).max_tokens == expected
-
-
-@pytest.mark.parametrize(
-    ("body", "cap", "expected"),
-    [
-        ({}, None, 16),
-        ({}, 5, 5),
-        ({"max_tokens": None}, 5, 5),
-        ({"max_tokens": 100}, 5, 5),
-        ({"max_tokens": 0, "echo": True}, 5, 0),
-        ({"max_tokens": 2}, 5, 2),
-    ],
-)
-def test_completion_token_cap(body: dict[str, Any], cap: int | None, expected: int | None) -> None:
-    req = CompletionRequest.model_validate(completion(**body)).with_token_cap(cap)
-    assert req.to_generate("id", "p", 0).max_tokens == expected
-
-
-def test_token_cap_leaves_the_request_unchanged() -> None:
-    req = ChatCompletionRequest.model_validate(chat(max_tokens=100, tools=[TOOL]))
-    capped = req.with_token_cap(5)
-    assert req.max_tokens == 100 and capped.max_tokens == 5
-    assert capped.tools == req.tools

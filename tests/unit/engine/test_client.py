@@ -1,8 +1,10 @@
-"""EngineClient's recovery logic without a worker process: crashes (running requests lost,
-waiting ones resubmitted), poison requests, crash loops, stalled readers and time limits.
+"""EngineClient without a worker process: its recovery logic (crashes lose running requests
+and resubmit waiting ones, poison requests, crash loops, stalled readers, time limits) and
+what its streams ask of it (`forget` when a request ends, `cancel` when a reader gives up).
 
-The worker is played by hand: `_on_message` and `_on_exit` are what the reader thread
-calls, `_send` is recorded and `_spawn` only counts restarts.
+The worker is played by hand: `_on_message` (given the messages of messages.py) and
+`_on_exit` are what the reader thread calls, `_send` is recorded and `_spawn` only counts
+restarts.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from typing import Any
 import pytest
 
 from ggufd.engine import client as client_mod
+from ggufd.engine import messages as M
 from ggufd.engine.client import (
     MAX_REQUEUES,
     MAX_RESTARTS,
     STREAM_BUFFER,
     EngineClient,
-    EngineState,
     exit_text,
 )
+from ggufd.engine.protocol import EngineState, RequestStream
 from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
@@ -51,14 +54,14 @@ class Harness:
     def __init__(self, **kw: Any) -> None:
         self.fatal: list[str] = []
         self.c = EngineClient(WorkerConfig(model_path="fake.gguf"), self.fatal.append, **kw)
-        self.sent: list[tuple[str, Any]] = []
+        self.sent: list[M.ToWorker] = []
         self.spawns = 0
         self.fail_sends = False
         self.c._send = self._send  # type: ignore[method-assign]
         self.c._spawn = self._spawn  # type: ignore[method-assign]
-        self.c._on_message("ready", INFO)
+        self.c._on_message(M.Ready(INFO))
 
-    def _send(self, msg: tuple[str, Any]) -> None:
+    def _send(self, msg: M.ToWorker) -> None:
         if self.fail_sends:
             raise BrokenPipeError(32, "Broken pipe")
         self.sent.append(msg)
@@ -68,11 +71,15 @@ class Harness:
         self.c._respawn = None
         self.c.state = EngineState.LOADING
 
+    def submit(self, r: GenerateRequest) -> RequestStream:
+        (stream,) = self.c.submit_group([r])
+        return stream
+
     def events(self, *evs: Event) -> None:
-        self.c._on_message("events", list(evs))
+        self.c._on_message(M.Events(evs))
 
     def started(self, *ids: str) -> None:
-        self.c._on_message("started", ids)
+        self.c._on_message(M.Started(ids))
 
     async def crash_and_restart(self, code: int = SIGKILL) -> None:
         """The worker dies; wait for the restart, then the new worker says it is ready."""
@@ -80,11 +87,11 @@ class Harness:
         self.c._on_exit(code)
         assert self.c.state is EngineState.DOWN
         await until(lambda: self.spawns > spawns)
-        self.c._on_message("ready", INFO)
+        self.c._on_message(M.Ready(INFO))
 
     def submitted(self) -> list[str]:
         """Ids of the requests sent to the worker, in order, resubmissions included."""
-        return [r.id for kind, reqs in self.sent if kind == "submit" for r in reqs]
+        return [r.id for msg in self.sent if isinstance(msg, M.Submit) for r in msg.requests]
 
 
 @pytest.fixture(autouse=True)
@@ -120,8 +127,8 @@ def error_of(events: list[Event]) -> ErrorEvent:
 # -- a crash ---------------------------------------------------------------------------
 async def test_a_crash_loses_running_requests_and_resubmits_waiting_ones_in_order() -> None:
     h = Harness()
-    running = h.c.submit(req("run", "one"))
-    waiting = [h.c.submit(req(f"wait{i}", f"prompt {i}")) for i in range(3)]
+    running = h.submit(req("run", "one"))
+    waiting = [h.submit(req(f"wait{i}", f"prompt {i}")) for i in range(3)]
     h.events(Accepted("run", 3), Accepted("wait0", 3), Accepted("wait1", 3))
     h.started("run")
     h.events(tok("run", "Hi"))
@@ -133,8 +140,8 @@ async def test_a_crash_loses_running_requests_and_resubmits_waiting_ones_in_orde
     assert err.kind is ErrorKind.ENGINE_DOWN
     assert "SIGKILL" in err.message and "running" in err.message
     # The waiting ones went to the new worker, in their order, in one message.
-    assert h.sent[-1] == ("submit", (req("wait0", "prompt 0"), req("wait1", "prompt 1"),
-                                     req("wait2", "prompt 2")))  # fmt: skip
+    assert h.sent[-1] == M.Submit((req("wait0", "prompt 0"), req("wait1", "prompt 1"),
+                                   req("wait2", "prompt 2")))  # fmt: skip
     for i in range(3):  # the new worker accepts them again: each stream has one Accepted
         h.events(Accepted(f"wait{i}", 3))
         h.started(f"wait{i}")
@@ -148,7 +155,7 @@ async def test_a_crash_loses_running_requests_and_resubmits_waiting_ones_in_orde
 async def test_a_request_sent_into_a_dying_worker_waits_for_the_restart() -> None:
     h = Harness()
     h.fail_sends = True
-    stream = h.c.submit(req("late"))  # the pipe is already broken: no error yet
+    stream = h.submit(req("late"))  # the pipe is already broken: no error yet
     h.fail_sends = False
     await h.crash_and_restart(-11)
     assert h.submitted() == ["late"]
@@ -158,7 +165,7 @@ async def test_a_request_sent_into_a_dying_worker_waits_for_the_restart() -> Non
 
 async def test_a_waiting_request_lives_through_a_few_crashes_only() -> None:
     h = Harness()
-    stream = h.c.submit(req("patient"))
+    stream = h.submit(req("patient"))
     for _ in range(MAX_REQUEUES):
         await h.crash_and_restart()
     assert h.submitted() == ["patient"] * (1 + MAX_REQUEUES)
@@ -170,11 +177,11 @@ async def test_a_waiting_request_lives_through_a_few_crashes_only() -> None:
 
 async def test_closing_a_stream_while_the_worker_restarts_drops_it() -> None:
     h = Harness()
-    gone, kept = h.c.submit(req("gone")), h.c.submit(req("kept", "other"))
+    gone, kept = h.submit(req("gone")), h.submit(req("kept", "other"))
     h.c._on_exit(SIGKILL)
-    await gone.aclose()  # type: ignore[attr-defined]
+    await gone.aclose()
     await until(lambda: h.spawns == 1)
-    h.c._on_message("ready", INFO)
+    h.c._on_message(M.Ready(INFO))
     assert h.submitted() == ["gone", "kept", "kept"]
     h.events(Accepted("kept", 2), tok("kept", "", FinishReason.STOP))
     assert len(await drain(kept)) == 2
@@ -188,13 +195,13 @@ async def test_an_embedding_in_flight_gets_an_error() -> None:
     result = await pending
     assert isinstance(result, ErrorEvent) and result.kind is ErrorKind.ENGINE_DOWN
     await until(lambda: h.spawns == 1)
-    h.c._on_message("ready", INFO)
+    h.c._on_message(M.Ready(INFO))
     assert h.submitted() == []  # not resubmitted
 
 
 # -- poison requests -------------------------------------------------------------------
 async def crash_while_running(h: Harness, rid: str, prompt: str) -> ErrorEvent:
-    stream = h.c.submit(req(rid, prompt))
+    stream = h.submit(req(rid, prompt))
     h.events(Accepted(rid, 3))
     h.started(rid)
     await h.crash_and_restart()
@@ -206,12 +213,12 @@ async def test_a_request_that_crashed_the_worker_twice_is_refused_the_third_time
     for rid in ("p1", "p2"):  # the same request, sent again under a new id
         assert (await crash_while_running(h, rid, "crash me")).kind is ErrorKind.ENGINE_DOWN
     sent = len(h.sent)
-    err = error_of(await drain(h.c.submit(req("p3", "crash me"))))
+    err = error_of(await drain(h.submit(req("p3", "crash me"))))
     assert err.kind is ErrorKind.POISON and "2 times" in err.message
     assert len(h.sent) == sent  # the worker never saw it
     assert not h.c.busy
     # Another request is served as usual.
-    other = h.c.submit(req("fine", "something else"))
+    other = h.submit(req("fine", "something else"))
     assert h.submitted()[-1] == "fine"
     h.events(Accepted("fine", 3), tok("fine", "ok", FinishReason.STOP))
     assert [type(e) for e in await drain(other)] == [Accepted, TokenEvent]
@@ -229,11 +236,11 @@ async def test_every_request_of_a_refused_group_gets_the_error() -> None:
 async def test_a_request_that_finishes_clears_its_crash_count() -> None:
     h = Harness()
     await crash_while_running(h, "p1", "flaky")
-    ok = h.c.submit(req("p2", "flaky"))
+    ok = h.submit(req("p2", "flaky"))
     h.events(Accepted("p2", 3), tok("p2", "fine", FinishReason.STOP))
     await drain(ok)
     await crash_while_running(h, "p3", "flaky")
-    stream = h.c.submit(req("p4", "flaky"))  # one crash since it last worked: not refused
+    stream = h.submit(req("p4", "flaky"))  # one crash since it last worked: not refused
     assert h.submitted()[-1] == "p4"
     h.events(Accepted("p4", 3), tok("p4", "fine", FinishReason.STOP))
     assert [type(e) for e in await drain(stream)] == [Accepted, TokenEvent]
@@ -241,21 +248,21 @@ async def test_a_request_that_finishes_clears_its_crash_count() -> None:
 
 async def test_waiting_requests_are_not_blamed_for_a_crash() -> None:
     h = Harness()
-    bystander = h.c.submit(req("w", "innocent"))
+    bystander = h.submit(req("w", "innocent"))
     for rid in ("p1", "p2"):
         await crash_while_running(h, rid, "crash me")
     assert h.submitted().count("w") == 3  # resubmitted after each crash, never refused
     h.events(Accepted("w", 3), tok("w", "ok", FinishReason.STOP))
     assert [type(e) for e in await drain(bystander)] == [Accepted, TokenEvent]
-    fresh = h.c.submit(req("w2", "innocent"))
+    fresh = h.submit(req("w2", "innocent"))
     assert h.submitted()[-1] == "w2"
-    await fresh.aclose()  # type: ignore[attr-defined]
+    await fresh.aclose()
 
 
 # -- giving up -------------------------------------------------------------------------
 async def test_a_worker_that_keeps_dying_while_loading_is_given_up_on() -> None:
     h = Harness()
-    held = h.c.submit(req("held"))
+    held = h.submit(req("held"))
     h.c._on_exit(SIGKILL)  # it crashed while serving; then every restart dies loading
     for n in range(1, MAX_RESTARTS):
         await until(lambda n=n: h.spawns == n)  # type: ignore[misc]
@@ -279,7 +286,7 @@ async def test_a_finished_request_resets_the_crash_count() -> None:
     h = Harness()
     for _ in range(MAX_RESTARTS):
         await h.crash_and_restart()
-        stream = h.c.submit(req(f"r{h.spawns}"))
+        stream = h.submit(req(f"r{h.spawns}"))
         h.events(Accepted(f"r{h.spawns}", 2), tok(f"r{h.spawns}", "", FinishReason.STOP))
         await drain(stream)
     await h.crash_and_restart()
@@ -288,10 +295,10 @@ async def test_a_finished_request_resets_the_crash_count() -> None:
 
 async def test_a_worker_that_cannot_load_on_restart_fails_waiting_requests() -> None:
     h = Harness()
-    held = h.c.submit(req("held"))
+    held = h.submit(req("held"))
     h.c._on_exit(SIGKILL)
     await until(lambda: h.spawns == 1)
-    h.c._on_message("failed", "the model file is gone")
+    h.c._on_message(M.Failed("the model file is gone"))
     assert h.c.state is EngineState.FAILED and h.c.error == "the model file is gone"
     assert h.fatal == ["the model file is gone"]
     err = error_of(await drain(held))
@@ -303,7 +310,7 @@ async def test_stop_during_the_restart_backoff_restarts_nothing(
 ) -> None:
     monkeypatch.setattr(client_mod, "RESTART_BACKOFF_S", (30.0,))
     h = Harness()
-    held = h.c.submit(req("held"))
+    held = h.submit(req("held"))
     h.c._on_exit(SIGKILL)
     await h.c.stop()
     assert error_of(await drain(held)).kind is ErrorKind.ENGINE_DOWN
@@ -313,14 +320,14 @@ async def test_stop_during_the_restart_backoff_restarts_nothing(
 # -- stalled readers -------------------------------------------------------------------
 async def test_a_reader_that_stops_reading_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
     h = Harness()
-    stream = h.c.submit(req("slow"))
+    stream = h.submit(req("slow"))
     h.events(Accepted("slow", 2))
     assert isinstance(await anext(stream), Accepted)
     with caplog.at_level(logging.WARNING, "ggufd.engine"):
         h.events(*(tok("slow", "x") for _ in range(STREAM_BUFFER)))
-        assert ("abort", "slow") not in h.sent
+        assert M.Abort("slow") not in h.sent
         h.events(tok("slow", "x"))  # one too many
-    assert ("abort", "slow") in h.sent
+    assert M.Abort("slow") in h.sent
     assert "slow" in caplog.text and "stopped reading" in caplog.text
     h.events(tok("slow", "late"))  # the worker had sent more before it saw the abort
     (err,) = await drain(stream)  # the backlog is dropped: only the error is left
@@ -330,7 +337,7 @@ async def test_a_reader_that_stops_reading_is_cut_off(caplog: pytest.LogCaptureF
 
 async def test_a_reader_that_keeps_up_is_never_cut_off() -> None:
     h = Harness()
-    stream = h.c.submit(req("steady"))
+    stream = h.submit(req("steady"))
     h.events(Accepted("steady", 2))
     n = 0
     for _ in range(3):
@@ -338,24 +345,24 @@ async def test_a_reader_that_keeps_up_is_never_cut_off() -> None:
         for _ in range(STREAM_BUFFER - 1):
             assert isinstance(await anext(stream), (Accepted, TokenEvent))
             n += 1
-    assert ("abort", "steady") not in h.sent and n == 3 * (STREAM_BUFFER - 1)
+    assert M.Abort("steady") not in h.sent and n == 3 * (STREAM_BUFFER - 1)
 
 
 # -- the time limit --------------------------------------------------------------------
 async def test_a_request_past_the_time_limit_is_aborted_with_an_error() -> None:
     h = Harness(request_timeout_s=0.05)
-    stream = h.c.submit(req("long"))
+    stream = h.submit(req("long"))
     h.events(Accepted("long", 2), tok("long", "a"))
     evs = await drain(stream)  # no more events come: the limit ends it
     assert [type(e) for e in evs] == [Accepted, TokenEvent, ErrorEvent]
     err = error_of(evs)
     assert err.kind is ErrorKind.TIMEOUT and "--request_timeout_s (0.05 s)" in err.message
-    assert ("abort", "long") in h.sent and not h.c.busy
+    assert M.Abort("long") in h.sent and not h.c.busy
 
 
 async def test_a_request_that_ends_in_time_cancels_its_timer() -> None:
     h = Harness(request_timeout_s=60.0)
-    stream = h.c.submit(req("quick"))
+    stream = h.submit(req("quick"))
     timer = h.c._flights["quick"].timer
     assert timer is not None
     h.events(Accepted("quick", 2), tok("quick", "a", FinishReason.STOP))
@@ -365,18 +372,63 @@ async def test_a_request_that_ends_in_time_cancels_its_timer() -> None:
 
 async def test_the_time_limit_covers_a_wait_for_a_restart() -> None:
     h = Harness(request_timeout_s=0.05)
-    held = h.c.submit(req("held"))
+    held = h.submit(req("held"))
     h.c._on_exit(SIGKILL)
     assert error_of(await drain(held)).kind is ErrorKind.TIMEOUT
     await until(lambda: h.spawns == 1)
-    h.c._on_message("ready", INFO)
+    h.c._on_message(M.Ready(INFO))
     assert h.submitted() == ["held"]  # only the first time
 
 
 async def test_no_time_limit_by_default() -> None:
     h = Harness()
-    h.c.submit(req("r"))
+    h.submit(req("r"))
     assert h.c.request_timeout_s is None and h.c._flights["r"].timer is None
+
+
+# -- streams closed early (cancel) and ended (forget) ----------------------------------
+async def test_closing_a_running_stream_early_aborts_it_once() -> None:
+    h = Harness()
+    stream = h.submit(req("gone"))
+    h.events(Accepted("gone", 2), tok("gone", "a"))
+    assert isinstance(await anext(stream), Accepted)
+    await stream.aclose()
+    assert h.sent.count(M.Abort("gone")) == 1 and not h.c.busy
+    await stream.aclose()  # closing twice sends nothing more
+    h.events(tok("gone", "late", FinishReason.STOP))  # the worker had sent it already
+    assert h.sent.count(M.Abort("gone")) == 1 and not h.c.busy
+    assert [ev async for ev in stream] == []
+
+
+async def test_closing_a_stream_after_its_end_sends_no_abort() -> None:
+    h = Harness()
+    stream = h.submit(req("done"))
+    h.events(Accepted("done", 2), tok("done", "ok", FinishReason.STOP))
+    assert [type(e) for e in await drain(stream)] == [Accepted, TokenEvent]
+    await stream.aclose()
+    assert not any(isinstance(m, M.Abort) for m in h.sent) and not h.c.busy
+
+
+async def test_closing_a_stream_ended_on_the_client_side_sends_no_second_abort() -> None:
+    h = Harness(request_timeout_s=0.01)
+    stream = h.submit(req("late"))
+    await until(lambda: not h.c.busy)  # timed out: aborted by the client
+    assert h.sent.count(M.Abort("late")) == 1
+    await stream.aclose()  # its reader never read the error
+    assert h.sent.count(M.Abort("late")) == 1
+
+
+async def test_forget_and_cancel_of_unknown_requests_send_nothing() -> None:
+    h = Harness()
+    sent = len(h.sent)
+    h.c.forget("nope")
+    h.c.cancel("nope")
+    assert len(h.sent) == sent
+    h.submit(req("r"))
+    h.c.forget("r")  # ended: no longer tracked, and no abort
+    assert not h.c.busy and M.Abort("r") not in h.sent
+    h.c.cancel("r")  # already forgotten: nothing to abort
+    assert M.Abort("r") not in h.sent
 
 
 def test_exit_text() -> None:

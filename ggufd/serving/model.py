@@ -1,29 +1,28 @@
-"""ModelService: what the routes need of a served model, behind one object.
+"""ModelService: one served model as the serving core sees it.
 
-Holds the model's engine client, its public id and aliases, and its chat template
-(resolved once the worker has reported the GGUF's own template). Route handlers get it
-from `app.state.service`; tests can give them a fake engine.
+Holds the model's engine, its public id and aliases, its per-model limits, and its chat
+template (resolved once the worker has reported the GGUF's own template) with the tool
+dialect that goes with it. The pool creates one per loaded model; tests give it a fake
+engine (tests/support/fakes.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ggufd.api.errors import APIError, unavailable
 from ggufd.chat.template import ChatTemplate, ChatTemplateError, resolve_template
 from ggufd.chat.tool_prompt import template_reads_tools, with_generic_tools
-from ggufd.engine.client import EngineClient, EngineError, EngineState
+from ggufd.engine.protocol import Engine, EngineState
+from ggufd.errors import InvalidRequest, ModelUnavailable, Origin
 from ggufd.tools.base import Dialect
 from ggufd.tools.detect import detect_dialect, get_dialect
 
 
 @dataclass
 class ModelService:
-    engine: EngineClient
+    engine: Engine
     model_id: str
     chat_format: str | None = None
     aliases: tuple[str, ...] = ()
@@ -31,36 +30,34 @@ class ModelService:
     split_reasoning: bool = True
     embedding: bool = True  # serve /v1/embeddings
     embedding_only: bool = False  # serve nothing else
+    max_tokens_limit: int | None = None  # --max_tokens_limit: replies are held to this
     created: int = field(default_factory=lambda: int(time.time()))
     _template: ChatTemplate | None = None
-
-    @staticmethod
-    def id_for(path: str, alias: str | None) -> str:
-        return alias or os.path.basename(path)
 
     def check_ready(self) -> None:
         state = self.engine.state
         if state is EngineState.READY:
             return
         if state is EngineState.LOADING:
-            raise unavailable("the model is loading; retry in a moment")
-        raise unavailable(f"the model is not available ({self.engine.error or state.value})")
+            raise ModelUnavailable("the model is loading; retry in a moment")
+        msg = f"the model is not available ({self.engine.error or state.value})"
+        raise ModelUnavailable(msg)
 
     def check_generates(self) -> None:
         if self.embedding_only:
-            raise APIError(
-                400,
-                f"model {self.model_id} serves only embeddings (/v1/embeddings)",
-                param="model",
-            )
+            msg = f"model {self.model_id} serves only embeddings (/v1/embeddings)"
+            raise InvalidRequest(msg, Origin.MODEL)
 
     def check_embeds(self) -> None:
         if not self.embedding:
-            raise APIError(400, f"model {self.model_id} does not serve embeddings", param="model")
+            raise InvalidRequest(f"model {self.model_id} does not serve embeddings", Origin.MODEL)
 
-    def resolve(self, requested: str | None) -> str:
-        """The id to answer with. With one model, any requested name is served by it."""
-        return self.model_id
+    def token_cap(self, asked: int | None) -> int | None:
+        """The reply's token limit: as asked, held to --max_tokens_limit (set when absent)."""
+        cap = self.max_tokens_limit
+        if cap is None or (asked is not None and asked <= cap):
+            return asked
+        return cap
 
     @property
     def template(self) -> ChatTemplate:
@@ -98,38 +95,9 @@ class ModelService:
                 tools=tools,
             )
         except ChatTemplateError as e:
-            raise APIError(
-                400, f"the chat template could not render these messages: {e}", param="messages"
-            ) from e
-
-    def model_card(self) -> dict[str, Any]:
-        info = self.engine.info
-        card: dict[str, Any] = {
-            "id": self.model_id,
-            "object": "model",
-            "created": self.created,
-            "owned_by": "ggufd",
-            "status": self.engine.state.value,
-        }
-        if info is not None:
-            card["context_length"] = info.n_ctx
-            card["meta"] = {
-                "n_ctx_train": info.n_ctx_train,
-                "n_vocab": info.n_vocab,
-                "n_embd": info.n_embd,
-                "parallel": info.parallel,
-                "description": info.description,
-            }
-            if info.offload is not None:
-                card["meta"]["offload"] = dataclasses.asdict(info.offload)
-        if self.aliases:
-            card["aliases"] = list(self.aliases)
-        return card
+            msg = f"the chat template could not render these messages: {e}"
+            raise InvalidRequest(msg, Origin.MESSAGES) from e
 
 
 def _has_tool_traffic(messages: list[dict[str, Any]]) -> bool:
     return any(m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages)
-
-
-def engine_error(e: EngineError) -> APIError:
-    return unavailable(str(e))

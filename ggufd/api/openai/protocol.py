@@ -1,6 +1,6 @@
 """Wire types of the OpenAI API: pydantic models that validate request bodies.
 
-Each request type owns its one conversion to engine types (`to_sampling`, `to_generate`).
+Each request type owns its one conversion to the serving core's request (`to_core`).
 Cross-field rules live in validators so a bad body is a 400 naming the offending `param`.
 """
 
@@ -22,8 +22,9 @@ from ggufd.api.limits import (
     MAX_TOOLS,
     check_count,
 )
-from ggufd.engine.types import GenerateRequest, SamplingParams
+from ggufd.engine.types import SamplingParams
 from ggufd.grammar.gbnf import check_gbnf
+from ggufd.serving import types as T
 
 
 class WireModel(BaseModel):
@@ -94,7 +95,7 @@ class SamplingFields(WireModel):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
-    def to_sampling(self, seed_offset: int = 0) -> SamplingParams:
+    def to_sampling(self) -> SamplingParams:
         bias = tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
         return SamplingParams(
             temperature=self.temperature,
@@ -104,7 +105,7 @@ class SamplingFields(WireModel):
             repeat_penalty=self.repeat_penalty,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
-            seed=None if self.seed is None else self.seed + seed_offset,
+            seed=self.seed,
             logit_bias=bias,
         )
 
@@ -154,10 +155,19 @@ class ChatMessage(WireModel):
                     )
         return self
 
-    def to_template(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True, exclude_unset=False) | {
-            "content": self.content_text()
-        }
+    def to_core(self) -> T.Message:
+        reasoning = (self.model_extra or {}).get("reasoning_content")
+        calls = tuple(
+            T.ToolCall(c.function.name, c.function.arguments, c.id) for c in self.tool_calls or ()
+        )
+        return T.Message(
+            role=self.role,
+            content=self.content_text(),
+            name=self.name,
+            tool_calls=calls,
+            tool_call_id=self.tool_call_id,
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+        )
 
     def content_text(self) -> str | None:
         if isinstance(self.content, list):
@@ -185,12 +195,12 @@ class ResponseFormat(WireModel):
             raise ValueError("response_format of type json_schema needs a json_schema object")
         return self
 
-    def schema(self) -> dict[str, Any] | bool | None:  # type: ignore[override]
-        """The JSON schema the reply must match; True for any JSON object; None for text."""
+    def to_core(self) -> T.JsonFormat | None:
+        """The JSON the reply must be (None: plain text)."""
         if self.type == "json_schema" and self.json_schema is not None:
-            return self.json_schema.schema_
+            return T.JsonFormat(self.json_schema.schema_)
         if self.type == "json_object":
-            return self.schema_ if self.schema_ is not None else True
+            return T.JsonFormat(self.schema_)
         return None
 
 
@@ -204,6 +214,10 @@ class FunctionDef(WireModel):
 class Tool(WireModel):
     type: Literal["function"] = "function"
     function: FunctionDef
+
+    def to_core(self) -> T.ToolSpec:
+        f = self.function
+        return T.ToolSpec(f.name, f.description, f.parameters, f.strict)
 
 
 class NamedFunction(WireModel):
@@ -269,52 +283,31 @@ class ChatCompletionRequest(SamplingFields):
     def legacy_functions(self) -> bool:
         return self.functions is not None
 
-    def active_tools(self) -> list[Tool]:
-        """The tools the model is offered (none when tool_choice is "none")."""
-        if self.tool_choice == "none":
-            return []
-        return list(self.tools or ())
-
-    def forced_tools(self) -> list[Tool] | None:
-        """Tools one of which the reply must call (required or named); None: not forced."""
-        if self.tool_choice == "required":
-            return self.active_tools()
-        if isinstance(self.tool_choice, NamedToolChoice):
-            name = self.tool_choice.function.name
-            return [t for t in self.active_tools() if t.function.name == name]
-        return None
-
-    def with_token_cap(self, cap: int | None) -> ChatCompletionRequest:
-        """This request with its reply held to `cap` tokens (--max_tokens_limit)."""
-        asked = self.max_completion_tokens or self.max_tokens
-        if cap is None or (asked is not None and asked <= cap):
-            return self
-        return self.model_copy(update={"max_tokens": cap, "max_completion_tokens": None})
-
-    def to_generate(
-        self,
-        request_id: str,
-        prompt: str,
-        index: int,
-        template_stop: tuple[str, ...] = (),
-        grammar: tuple[str, str] | None = None,
-    ) -> GenerateRequest:
-        limit = self.max_completion_tokens or self.max_tokens
-        stop = self.stop_list()
-        return GenerateRequest(
-            id=request_id,
-            prompt=prompt,
-            sampling=self.to_sampling(index),
-            max_tokens=limit,
-            stop=stop + tuple(s for s in template_stop if s not in stop),
-            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
-            add_special=True,
-            parse_special=True,
-            ignore_eos=self.ignore_eos,
-            chat=True,
-            grammar=grammar[0] if grammar else None,
-            grammar_param=grammar[1] if grammar else "grammar",
+    def to_core(self) -> T.ChatRequest:
+        return T.ChatRequest(
+            model=self.model,
+            messages=tuple(m.to_core() for m in self.messages),
+            generation=T.Generation(
+                sampling=self.to_sampling(),
+                max_tokens=self.max_completion_tokens or self.max_tokens,
+                stop=self.stop_list(),
+                logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+                ignore_eos=self.ignore_eos,
+            ),
+            tools=tuple(t.to_core() for t in self.tools or ()),
+            tool_choice=_tool_choice(self.tool_choice),
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.response_format.to_core() if self.response_format else None,
+            grammar=self.grammar,
+            n=self.n,
+            stream=self.stream,
         )
+
+
+def _tool_choice(choice: str | NamedToolChoice | None) -> T.ToolChoice:
+    if isinstance(choice, NamedToolChoice):
+        return T.ToolChoice(T.ToolChoiceMode.NAMED, choice.function.name)
+    return T.ToolChoice(T.ToolChoiceMode(choice or "auto"))
 
 
 TokenIds = list[Annotated[int, Field(ge=0)]]
@@ -353,27 +346,21 @@ class CompletionRequest(SamplingFields):
             return [tuple(x for x in p if isinstance(x, int))]
         return [tuple(x) for x in p if isinstance(x, list)]
 
-    def with_token_cap(self, cap: int | None) -> CompletionRequest:
-        """This request with its reply held to `cap` tokens (--max_tokens_limit)."""
-        if cap is None or (self.max_tokens is not None and self.max_tokens <= cap):
-            return self
-        return self.model_copy(update={"max_tokens": cap})
-
-    def to_generate(
-        self, request_id: str, prompt: str | tuple[int, ...], index: int
-    ) -> GenerateRequest:
-        return GenerateRequest(
-            id=request_id,
-            prompt=prompt,
-            sampling=self.to_sampling(index),
-            max_tokens=self.max_tokens,
-            stop=self.stop_list(),
-            logprobs=self.logprobs,
+    def to_core(self) -> T.TextRequest:
+        return T.TextRequest(
+            model=self.model,
+            prompts=tuple(self.prompts()),
+            generation=T.Generation(
+                sampling=self.to_sampling(),
+                max_tokens=self.max_tokens,
+                stop=self.stop_list(),
+                logprobs=self.logprobs,
+                ignore_eos=self.ignore_eos,
+            ),
+            n=self.n,
             echo=self.echo,
-            add_special=True,
-            parse_special=False,
-            ignore_eos=self.ignore_eos,
             grammar=self.grammar,
+            stream=self.stream,
         )
 
 
@@ -408,3 +395,6 @@ class EmbeddingRequest(WireModel):
         if all(isinstance(x, int) for x in v):
             return (tuple(x for x in v if isinstance(x, int)),)
         return tuple(tuple(x) for x in v if isinstance(x, list))
+
+    def to_core(self) -> T.EmbedInputs:
+        return T.EmbedInputs(self.model, self.inputs())

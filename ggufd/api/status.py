@@ -1,0 +1,96 @@
+"""Server status routes: `/health` and `/v1/models`, with the bodies they answer.
+
+The model cards are built here from the pool's view of each model (state, aliases,
+memory estimate, requests in flight) and, once a model is loaded, from what its engine
+reported (context, vocabulary, offload).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ggufd.api import docs
+from ggufd.api.errors import APIError
+from ggufd.errors import ModelUnavailable
+from ggufd.memory import MIB
+from ggufd.pool import ModelPool, PooledModel
+
+router = APIRouter()
+
+
+def _pool(request: Request) -> ModelPool:
+    pool: ModelPool = request.app.state.pool
+    return pool
+
+
+def placement(m: PooledModel) -> dict[str, Any]:
+    """Where a model's layers went ({} while it is not loaded)."""
+    return {} if m.offload is None else {"offload": dataclasses.asdict(m.offload)}
+
+
+def model_card(m: PooledModel) -> dict[str, Any]:
+    """A model in `/v1/models`: OpenAI's fields, then ggufd's own."""
+    service = m.service
+    info = service.engine.info if service is not None else None
+    card: dict[str, Any] = {
+        "id": m.model_id,
+        "object": "model",
+        "created": service.created if service is not None else 0,
+        "owned_by": "ggufd",
+    }
+    if info is not None:
+        card["context_length"] = info.n_ctx
+        card["meta"] = {
+            "n_ctx_train": info.n_ctx_train,
+            "n_vocab": info.n_vocab,
+            "n_embd": info.n_embd,
+            "parallel": info.parallel,
+            "description": info.description,
+        } | placement(m)
+    elif m.header is not None and m.header.context_length:
+        card["meta"] = {"n_ctx_train": m.header.context_length}
+    card["status"] = m.state
+    error = m.error or m.engine_error
+    if error:
+        card["error"] = error
+    aliases = [n for n in m.settings.names if n != m.model_id]
+    if aliases:
+        card["aliases"] = aliases
+    card["memory_mb"] = {"ram": m.need.ram_bytes // MIB, "vram": m.need.vram_bytes // MIB}
+    card["requests"] = {"in_flight": m.in_flight, "max_in_flight": m.max_in_flight}
+    if m.load_seconds is not None:
+        card["load_seconds"] = round(m.load_seconds, 3)
+    return card
+
+
+@router.get("/health", tags=["server"], responses=docs.HEALTH)
+async def health(request: Request) -> JSONResponse:
+    """200 when the server can serve; 503 while a model it must serve is loading or down."""
+    pool = _pool(request)
+    preloaded = pool.preloaded()
+    for m in pool.models:
+        if m.service is not None and (m in preloaded or m.state in ("down", "failed")):
+            m.service.check_ready()
+        elif m in preloaded and m.error:
+            raise ModelUnavailable(f"model {m.model_id} could not be loaded: {m.error}")
+    models = [{"id": m.model_id, "status": m.state, **placement(m)} for m in pool.models]
+    return JSONResponse({"status": "ok", "models": models})
+
+
+@router.get("/v1/models", tags=["models"], response_model=None, responses=docs.MODELS)
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [model_card(m) for m in _pool(request).models]}
+
+
+@router.get(
+    "/v1/models/{model_id:path}", tags=["models"], response_model=None, responses=docs.MODEL
+)
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    for m in _pool(request).models:
+        if model_id in m.settings.names:
+            return model_card(m)
+    raise APIError(404, f"model {model_id!r} not found", param="model", code="model_not_found")

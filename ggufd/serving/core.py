@@ -1,0 +1,219 @@
+"""Serving: the one flow behind every wire protocol.
+
+An API adapter converts its body to a :class:`~ggufd.serving.types.ChatRequest` (or a
+text or embeddings request) and calls :meth:`Serving.chat`. The core takes it from there:
+it admits the request on its model (the pool's queue bound, loading on demand), renders
+the prompt with the model's chat template, builds the grammar a forced tool call or a
+structured-output format needs, submits one engine request per choice, waits until the
+engine has accepted them, and fills the request record. What it returns, a
+:class:`~ggufd.serving.reply.Reply`, runs the reply parser and yields the reply events the
+adapter writes as JSON or as its stream format. Errors are domain errors (ggufd/errors.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ggufd.chat.reasoning import prompt_opens_thinking
+from ggufd.engine.protocol import EngineError
+from ggufd.engine.types import (
+    EmbedRequest,
+    ErrorEvent,
+    GenerateRequest,
+    RequestPart,
+    SamplingParams,
+)
+from ggufd.errors import InvalidRequest, ModelUnavailable, Origin
+from ggufd.grammar.json_schema import SchemaError, json_value_gbnf, schema_to_gbnf
+from ggufd.pool import ModelPool, Release
+from ggufd.serving.model import ModelService
+from ggufd.serving.record import RequestRecord
+from ggufd.serving.reply import Origins, ParseSpec, Reply, failure, open_streams
+from ggufd.serving.types import ChatRequest, EmbedInputs, Generation, TextRequest, tool_template
+from ggufd.tools.base import Dialect
+
+AtEnd = Callable[[Release], None]  # registers a callback run once the HTTP response ended
+
+CHAT_ORIGINS: Origins = {
+    RequestPart.PROMPT: Origin.MESSAGES,
+    RequestPart.GRAMMAR: Origin.GRAMMAR,
+    RequestPart.LOGIT_BIAS: Origin.LOGIT_BIAS,
+}
+TEXT_ORIGINS: Origins = {
+    RequestPart.PROMPT: Origin.PROMPT,
+    RequestPart.GRAMMAR: Origin.GRAMMAR,
+    RequestPart.LOGIT_BIAS: Origin.LOGIT_BIAS,
+}
+EMBED_ORIGINS: Origins = {RequestPart.INPUT: Origin.INPUT}
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    model: str
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
+
+
+def chat_grammar(req: ChatRequest, dialect: Dialect) -> tuple[str, Origin] | None:
+    """(GBNF, the request part it comes from) a chat reply must match, or None."""
+    forced = req.forced_tools()
+    if forced:
+        try:
+            return dialect.call_grammar(forced, req.parallel_tool_calls is True), Origin.TOOLS
+        except SchemaError as e:
+            msg = f"the forced tool call cannot be constrained: {e}"
+            raise InvalidRequest(msg, Origin.TOOLS) from e
+    fmt = req.response_format
+    if fmt is not None:
+        schema = fmt.schema
+        if schema is None or schema is True or schema == {}:
+            return json_value_gbnf(), Origin.FORMAT
+        try:
+            return schema_to_gbnf(
+                schema if isinstance(schema, bool) else dict(schema)
+            ), Origin.FORMAT
+        except SchemaError as e:
+            msg = f"response_format's schema is not supported: {e}"
+            raise InvalidRequest(msg, Origin.FORMAT) from e
+    if req.grammar is not None:
+        return req.grammar, Origin.GRAMMAR
+    return None
+
+
+def _seeded(sampling: SamplingParams, index: int) -> SamplingParams:
+    """Choice `index`'s sampling: a given seed is offset, so the choices differ."""
+    if sampling.seed is None or index == 0:
+        return sampling
+    return dataclasses.replace(sampling, seed=sampling.seed + index)
+
+
+def _engine_request(
+    rid: str, prompt: str | tuple[int, ...], gen: Generation, index: int, **kw: Any
+) -> GenerateRequest:
+    return GenerateRequest(
+        id=rid,
+        prompt=prompt,
+        sampling=_seeded(gen.sampling, index),
+        logprobs=gen.logprobs,
+        ignore_eos=gen.ignore_eos,
+        add_special=True,
+        **kw,
+    )
+
+
+class Serving:
+    """The serving core of one app: requests in, replies out, over the app's model pool."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    async def chat(
+        self, req: ChatRequest, rec: RequestRecord, at_end: AtEnd | None, id_prefix: str
+    ) -> Reply:
+        async with self.pool.use(req.model, at_end) as model:
+            self._admitted(rec, model, req.stream, req.n)
+            tools = req.offered_tools()
+            messages = [m.to_template() for m in req.messages]
+            prompt = model.render(messages, [tool_template(t) for t in tools] or None)
+            grammar = chat_grammar(req, model.dialect)
+            split = model.split_reasoning if req.reasoning is None else req.reasoning
+            spec = ParseSpec(
+                dialect=model.dialect if tools else None,
+                split_reasoning=split,
+                starts_inside=split and prompt_opens_thinking(prompt),
+            )
+            gen = req.generation
+            template_stop = tuple(s for s in model.template.stop if s not in gen.stop)
+            rid = model.engine.new_id(id_prefix)
+            reqs = [
+                _engine_request(
+                    f"{rid}-{i}",
+                    prompt,
+                    gen,
+                    i,
+                    max_tokens=model.token_cap(gen.max_tokens),
+                    stop=gen.stop + template_stop,
+                    parse_special=True,
+                    grammar=grammar[0] if grammar else None,
+                )
+                for i in range(req.n)
+            ]
+            origins = dict(CHAT_ORIGINS)
+            if grammar is not None:
+                origins[RequestPart.GRAMMAR] = grammar[1]
+            return await self._open(model, rec, rid, prompt, reqs, spec, origins, req.n)
+
+    async def complete(
+        self, req: TextRequest, rec: RequestRecord, at_end: AtEnd | None, id_prefix: str
+    ) -> Reply:
+        async with self.pool.use(req.model, at_end) as model:
+            self._admitted(rec, model, req.stream, req.n)
+            gen = req.generation
+            rid = model.engine.new_id(id_prefix)
+            reqs = [
+                _engine_request(
+                    f"{rid}-{p}-{i}",
+                    prompt,
+                    gen,
+                    i,
+                    max_tokens=model.token_cap(gen.max_tokens),
+                    stop=gen.stop,
+                    echo=req.echo,
+                    parse_special=False,
+                    grammar=req.grammar,
+                )
+                for p, prompt in enumerate(req.prompts)
+                for i in range(req.n)
+            ]
+            prompts = list(req.prompts)
+            return await self._open(model, rec, rid, prompts, reqs, None, TEXT_ORIGINS, req.n)
+
+    async def embed(self, req: EmbedInputs, rec: RequestRecord, at_end: AtEnd | None) -> Embeddings:
+        async with self.pool.use(req.model, at_end) as model:
+            rec.model, rec.stream = model.model_id, None
+            model.check_embeds()
+            er = EmbedRequest(model.engine.new_id("embd"), req.inputs)
+            rec.request_id, rec.prompt = er.id, er.inputs
+            try:
+                result = await model.engine.embed(er)
+            except EngineError as e:
+                raise ModelUnavailable(str(e)) from e
+        if isinstance(result, ErrorEvent):
+            raise failure(result, EMBED_ORIGINS)
+        rec.embed_tokens = result.prompt_tokens
+        return Embeddings(model.model_id, result.embeddings, result.prompt_tokens)
+
+    # -- steps shared by the generation flows ---------------------------------------
+    @staticmethod
+    def _admitted(rec: RequestRecord, model: ModelService, stream: bool, n: int) -> None:
+        """The request has its model: note it, and refuse what that model cannot do."""
+        rec.model, rec.stream = model.model_id, stream
+        model.check_generates()
+        info = model.engine.info
+        if info is not None and n > info.parallel:
+            msg = f"n={n} is above this server's {info.parallel} parallel sequences (--parallel)"
+            raise InvalidRequest(msg, Origin.N)
+
+    @staticmethod
+    async def _open(
+        model: ModelService,
+        rec: RequestRecord,
+        rid: str,
+        prompt: Any,
+        reqs: list[GenerateRequest],
+        spec: ParseSpec | None,
+        origins: Origins,
+        n_per_prompt: int,
+    ) -> Reply:
+        """Submit the choices and wait until the engine has accepted them all."""
+        rec.request_id, rec.prompt = rid, prompt
+        try:
+            streams = model.engine.submit_group(reqs)
+        except EngineError as e:
+            raise ModelUnavailable(str(e)) from e
+        choices = await open_streams(streams, origins)
+        rec.streams, rec.choices, rec.n_per_prompt = streams, choices, n_per_prompt
+        return Reply(rid, model.model_id, streams, choices, spec, origins, n_per_prompt)
