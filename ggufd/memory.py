@@ -67,6 +67,13 @@ def kv_cells(header: GGUFHeader, n_ctx: int | None, kv_size: int | None) -> int:
     return n_ctx or trained
 
 
+def context_length(header: GGUFHeader, n_ctx: int | None, kv_size: int | None) -> int:
+    """The tokens one request may use with these settings (as engine/runner.py sets it)."""
+    trained = header.context_length or 4096
+    wanted = min(trained, DEFAULT_CTX_CAP) if n_ctx is None else (n_ctx or trained)
+    return min(wanted, kv_size or wanted)
+
+
 def estimate(
     header: GGUFHeader,
     file_size: int,

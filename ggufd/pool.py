@@ -30,7 +30,7 @@ from ggufd.engine.protocol import EngineState
 from ggufd.engine.types import Offload
 from ggufd.errors import ModelNotFound, ModelUnavailable, QueueFull
 from ggufd.gguf import GGUFHeader, ModelFileError, check_model_file
-from ggufd.memory import MIB, MemoryEstimate, estimate
+from ggufd.memory import MIB, MemoryEstimate, context_length, estimate
 from ggufd.serving.model import ModelService
 from ggufd.settings import ModelSettings
 
@@ -131,6 +131,16 @@ class PooledModel:
         """Where its layers went (None while it is not loaded)."""
         info = self.service.engine.info if self.service is not None else None
         return None if info is None else info.offload
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens one request may use: as loaded, or as the settings will give it."""
+        info = self.service.engine.info if self.service is not None else None
+        if info is not None:
+            return info.n_ctx
+        if self.header is None:
+            return None
+        return context_length(self.header, self.settings.n_ctx, self.settings.kv_size)
 
     @property
     def engine_error(self) -> str | None:

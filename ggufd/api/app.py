@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 
@@ -16,13 +17,16 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ggufd import __version__
-from ggufd.api import errors
+from ggufd.api import handlers
 from ggufd.api.admin import reload_config
 from ggufd.api.admin import router as admin_router
+from ggufd.api.anthropic.routes import router as anthropic_router
 from ggufd.api.auth import install_access
 from ggufd.api.limits import install_limits
 from ggufd.api.metrics import install_observability
 from ggufd.api.openai.routes import router as openai_router
+from ggufd.api.responses.routes import router as responses_router
+from ggufd.api.responses.store import ResponseStore
 from ggufd.api.status import router as status_router
 from ggufd.pool import ModelPool
 from ggufd.serving.core import Serving
@@ -59,10 +63,18 @@ def create_app(
     )
     app.state.pool = pool
     app.state.serving = Serving(pool)
+    folder = (
+        os.path.join(os.path.expanduser(settings.cache_dir), "responses")
+        if settings.cache_dir
+        else None
+    )
+    app.state.responses = ResponseStore(folder)
     app.state.settings = settings
-    errors.install(app)
+    handlers.install(app)
     app.include_router(status_router)
     app.include_router(openai_router)
+    app.include_router(anthropic_router)
+    app.include_router(responses_router)
     app.include_router(admin_router)
     install_limits(app, settings)  # body size (413) and the end-of-request hook, inside
     install_access(app, settings)  # keys and CORS, inside the request log and metrics,

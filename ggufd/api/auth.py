@@ -1,7 +1,8 @@
 """API keys and CORS: who may call the API.
 
 With keys configured (``--api_key``, ``--api_key_file``), every route but ``/health``
-needs ``Authorization: Bearer <key>``, as OpenAI and llama_cpp.server ask. The check is a
+needs ``Authorization: Bearer <key>``, as OpenAI and llama_cpp.server ask, or
+``x-api-key: <key>``, as Anthropic's clients send it. The check is a
 pure ASGI middleware, so streamed (SSE) replies pass through it unbuffered. Keys live in
 a :class:`KeyRing` on ``app.state.api_keys``: a config reload swaps them in place, and
 the middleware reads the ring on every request. Keys are compared in constant time and
@@ -21,12 +22,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ggufd.api.errors import APIError
+from ggufd.api.handlers import error_response
 from ggufd.settings import ServerSettings
 
 # Routes answered without a key (paths relative to the root_path).
 OPEN_PATHS = frozenset({"/health"})
 
-MISSING = "missing API key: send the header 'Authorization: Bearer <key>'"
+MISSING = "missing API key: send the header 'Authorization: Bearer <key>' (or 'x-api-key')"
 NOT_BEARER = "the Authorization header must be 'Bearer <key>'"
 WRONG = "invalid API key"
 
@@ -61,9 +63,9 @@ class KeyRing:
         return ok
 
 
-def _authorization(scope: Scope) -> bytes | None:
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope.get("headers", ()):
-        if name == b"authorization":
+        if name == wanted:
             return bytes(value)
     return None
 
@@ -72,8 +74,11 @@ def refusal(scope: Scope, keys: KeyRing) -> str | None:
     """Why this request may not pass (a message for the client), or None if it may."""
     if not keys.active or get_route_path(scope) in OPEN_PATHS:
         return None
-    header = _authorization(scope)
+    header = _header(scope, b"authorization")
     if header is None or not header.strip():
+        key = _header(scope, b"x-api-key")
+        if key is not None and key.strip():
+            return None if keys.check(key.strip()) else WRONG
         return MISSING
     scheme, _, token = header.strip().partition(b" ")
     if scheme.lower() != b"bearer" or not token.strip():
@@ -100,7 +105,7 @@ class APIKeyMiddleware:
         else:
             headers = {"WWW-Authenticate": "Bearer"}
             error = APIError(401, reason, "authentication_error", None, "invalid_api_key", headers)
-            await error.response()(scope, receive, send)
+            await error_response(scope, error)(scope, receive, send)
 
 
 def install_access(app: FastAPI, settings: ServerSettings) -> None:

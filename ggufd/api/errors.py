@@ -2,7 +2,8 @@
 
 Every error leaves the server as `{"error": {"message", "type", "param", "code"}}`: the
 domain errors of the pool and the serving core (:func:`openai_error`), request validation,
-unknown routes and anything unexpected. Other wire protocols have a table of their own.
+unknown routes and anything unexpected (the handlers are in handlers.py). Other wire
+protocols have a table of their own (api/anthropic/errors.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ggufd.engine.types import ErrorKind
 from ggufd.errors import (
@@ -106,7 +104,8 @@ def openai_error(err: ServingError) -> APIError:
 _UNION_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
-def _param(loc: tuple[Any, ...]) -> str | None:
+def validation_param(loc: tuple[Any, ...]) -> str | None:
+    """The request field a pydantic error location names, as `messages[0].content`."""
     parts = [p for p in loc if p != "body"]
     out = ""
     for p in parts:
@@ -132,63 +131,6 @@ class ParamError(ValueError):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(message)
         self.param = param
-
-
-async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = list(exc.errors())
-    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
-    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
-        return APIError(400, "the request needs a JSON body").response()
-    message = _validation_message(first)
-    if first.get("type") == "json_invalid":
-        return APIError(400, message).response()
-    param = _param(tuple(first.get("loc", ())))
-    ctx = first.get("ctx")
-    cause = ctx.get("error") if isinstance(ctx, dict) else None
-    if isinstance(cause, ParamError):  # a cross-field rule names its field itself
-        param, message = cause.param, str(cause)
-    if param:
-        message = f"{param}: {message}"
-    return APIError(400, message, param=param).response()
-
-
-def _public_path(req: Request, path: str) -> str:
-    """The path as the client sent it: behind a proxy that strips --root_path, with it."""
-    root = str(req.scope.get("root_path") or "")
-    return path if not root or path.startswith(root) else root + path
-
-
-async def _on_http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-    path = _public_path(_req, _req.url.path)
-    if exc.status_code == 404:
-        docs = _public_path(_req, "/docs")
-        msg = f"no route {_req.method} {path}; see {docs} for the API"
-        return APIError(404, msg, code="not_found").response()
-    if exc.status_code == 405:
-        msg = f"method {_req.method} is not allowed on {path}"
-        return APIError(405, msg, code="method_not_allowed").response()
-    return APIError(exc.status_code, str(exc.detail)).response()
-
-
-async def _on_api_error(_req: Request, exc: APIError) -> JSONResponse:
-    return exc.response()
-
-
-async def _on_serving_error(_req: Request, exc: ServingError) -> JSONResponse:
-    return openai_error(exc).response()
-
-
-async def _on_unexpected(_req: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error: %s", exc)
-    return APIError(500, f"internal error: {type(exc).__name__}", "server_error").response()
-
-
-def install(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]
-    app.add_exception_handler(APIError, _on_api_error)  # type: ignore[arg-type]
-    app.add_exception_handler(ServingError, _on_serving_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _on_unexpected)
 
 
 def sse_error(err: APIError) -> str:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ggufd.api.errors import APIError
+from ggufd.api.handlers import error_response
 from ggufd.memory import MIB
 from ggufd.settings import ServerSettings
 
@@ -88,7 +89,7 @@ class BodyLimit:
             return
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
-            await too_large(self.max_bytes).response()(scope, receive, send)
+            await error_response(scope, too_large(self.max_bytes))(scope, receive, send)
             return
         await _Guard(self.app, self.max_bytes)(scope, receive, send)
 
@@ -121,7 +122,7 @@ class _Guard:
         with contextlib.suppress(BodyTooLarge):
             await self.app(scope, counted, guarded)
         if self.exceeded and not self.started:
-            await too_large(self.max_bytes).response()(scope, receive, send)
+            await error_response(scope, too_large(self.max_bytes))(scope, receive, send)
 
 
 # -- end of request --------------------------------------------------------------------

@@ -12,7 +12,7 @@ closes) and the body iterator is cancelled, so the request neither runs on nor h
 its place in the model's queue for nobody.
 
 :func:`collect_or_abort` reads a whole (non-streamed) reply, and aborts it if the client
-disconnects first.
+disconnects first; :func:`with_heartbeat` marks the silences of a stream, for keep-alives.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -29,6 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ggufd.serving.reply import Reply
 from ggufd.serving.types import ReplyResult
 
+T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SEND_TIMEOUT_S = 60.0  # a client that accepts no bytes for this long has stalled
 
@@ -99,3 +102,25 @@ async def collect_or_abort(request: Request, reply: Reply) -> ReplyResult | None
             await asyncio.gather(work, return_exceptions=True)
             await reply.aclose()
     return work.result() if finished else None  # (raises the reply's error, if any)
+
+
+async def with_heartbeat(events: AsyncIterator[T], every: float) -> AsyncGenerator[T | None, None]:
+    """The events, with None whenever `every` seconds pass without one (a keep-alive
+    for clients that give up on a silent stream, e.g. during a long prompt's prefill)."""
+    pending: asyncio.Future[T] = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield None
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            yield event
+            pending = asyncio.ensure_future(anext(events))
+    finally:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)

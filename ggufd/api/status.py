@@ -1,6 +1,7 @@
 """Server status routes: `/health` and `/v1/models`, with the bodies they answer.
 
-The model cards are built here from the pool's view of each model (state, aliases,
+The model cards are built here (in Anthropic's shape for requests that carry an
+`anthropic-version` header, as Claude Code's do) from the pool's view of each model (state, aliases,
 memory estimate, requests in flight) and, once a model is loaded, from what its engine
 reported (context, vocabulary, offload).
 """
@@ -8,6 +9,8 @@ reported (context, vocabulary, offload).
 from __future__ import annotations
 
 import dataclasses
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,8 +45,9 @@ def model_card(m: PooledModel) -> dict[str, Any]:
         "created": service.created if service is not None else 0,
         "owned_by": "ggufd",
     }
+    if m.context_length is not None:
+        card["context_length"] = m.context_length
     if info is not None:
-        card["context_length"] = info.n_ctx
         card["meta"] = {
             "n_ctx_train": info.n_ctx_train,
             "n_vocab": info.n_vocab,
@@ -81,16 +85,35 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "models": models})
 
 
+def anthropic_card(m: PooledModel) -> dict[str, Any]:
+    """A model as Anthropic's `GET /v1/models` lists it."""
+    created = m.service.created if m.service is not None else int(time.time())
+    return {
+        "type": "model",
+        "id": m.model_id,
+        "display_name": m.model_id,
+        "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(),
+        "context_length": m.context_length,
+    }
+
+
 @router.get("/v1/models", tags=["models"], response_model=None, responses=docs.MODELS)
 async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [model_card(m) for m in _pool(request).models]}
+    """OpenAI's list; Anthropic's when the request carries `anthropic-version`."""
+    models = _pool(request).models
+    if "anthropic-version" in request.headers:
+        data = [anthropic_card(m) for m in models]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
+    return {"object": "list", "data": [model_card(m) for m in models]}
 
 
 @router.get(
     "/v1/models/{model_id:path}", tags=["models"], response_model=None, responses=docs.MODEL
 )
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    anthropic = "anthropic-version" in request.headers
     for m in _pool(request).models:
         if model_id in m.settings.names:
-            return model_card(m)
+            return anthropic_card(m) if anthropic else model_card(m)
     raise APIError(404, f"model {model_id!r} not found", param="model", code="model_not_found")

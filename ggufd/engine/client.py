@@ -132,8 +132,8 @@ class EngineClient:
         self._restarts = 0
         self._respawn: asyncio.TimerHandle | None = None
         self._stopping = False
-        self._stats_ids = itertools.count()
-        self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
+        self._query_ids = itertools.count()
+        self._waiters: dict[int, asyncio.Future[M.Reply]] = {}  # queries awaiting replies
         self.last_active = time.monotonic()  # when a request last started or ended
 
     @property
@@ -206,10 +206,10 @@ class EngineClient:
                     fl = self._flights.get(rid)
                     if fl is not None:
                         fl.started = True
-            case M.StatsReply(query_id, stats):
-                waiter = self._stats_waiters.get(query_id)
+            case M.StatsReply() | M.TokensReply() | M.TextReply():
+                waiter = self._waiters.get(msg.query_id)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(stats)
+                    waiter.set_result(msg)
             case M.Ready(info):
                 self.info = info
                 self.state = EngineState.READY
@@ -257,7 +257,7 @@ class EngineClient:
 
     def _on_exit(self, exitcode: int | None) -> None:
         how = exit_text(exitcode)
-        for waiter in self._stats_waiters.values():
+        for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(EngineError(f"the model worker exited ({how})"))
         self._conn = None
@@ -459,18 +459,38 @@ class EngineClient:
         Raises EngineError when the worker is not running. A long step delays the answer:
         callers bound the wait (``asyncio.wait_for``).
         """
+        reply = await self._query(M.StatsQuery)
+        assert isinstance(reply, M.StatsReply)
+        return reply.stats
+
+    async def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
+        """The text's token ids and each token's piece (answered between two steps)."""
+        reply = await self._query(M.TokenizeQuery, text, add_special, parse_special)
+        assert isinstance(reply, M.TokensReply)
+        return reply.tokens, reply.pieces
+
+    async def detokenize(self, tokens: tuple[int, ...]) -> str | None:
+        """The tokens' text; None when one is outside the vocabulary."""
+        reply = await self._query(M.DetokenizeQuery, tokens)
+        assert isinstance(reply, M.TextReply)
+        return reply.text
+
+    async def _query(self, make: Callable[..., M.ToWorker], *args: Any) -> M.Reply:
+        """Send a query message (its first field the query id) and wait for its reply."""
         self._check_ready()
-        query_id = next(self._stats_ids)
-        waiter: asyncio.Future[EngineStats] = asyncio.get_running_loop().create_future()
-        self._stats_waiters[query_id] = waiter
+        query_id = next(self._query_ids)
+        waiter: asyncio.Future[M.Reply] = asyncio.get_running_loop().create_future()
+        self._waiters[query_id] = waiter
         try:
             try:
-                self._send(M.StatsQuery(query_id))
+                self._send(make(query_id, *args))
             except (OSError, ValueError) as e:
                 raise EngineError(f"the model worker is not reachable ({e})") from e
             return await waiter
         finally:
-            self._stats_waiters.pop(query_id, None)
+            self._waiters.pop(query_id, None)
 
 
 _POISON_MESSAGE = (

@@ -2,11 +2,13 @@
 
 Each message is a frozen dataclass; both ends dispatch on its type (``match``). To the
 worker: :class:`Submit` (requests admitted in the same step), :class:`Abort`,
-:class:`Embed`, :class:`StatsQuery`, :class:`Stop`. From the worker: :class:`Ready` once
+:class:`Embed`, the queries :class:`StatsQuery`, :class:`TokenizeQuery` and
+:class:`DetokenizeQuery`, and :class:`Stop`. From the worker: :class:`Ready` once
 the model is loaded (or :class:`Failed`), :class:`Events` once per loop iteration,
 :class:`Started` naming the requests a step places on a slot (sent before that step's
-decode, so a crash inside it tells running requests from waiting ones), and
-:class:`StatsReply` answering a :class:`StatsQuery`.
+decode, so a crash inside it tells running requests from waiting ones), and the replies
+to queries answered between two steps: :class:`StatsReply`, :class:`TokensReply`,
+:class:`TextReply`.
 """
 
 from __future__ import annotations
@@ -38,11 +40,25 @@ class StatsQuery:
 
 
 @dataclass(frozen=True)
+class TokenizeQuery:
+    query_id: int
+    text: str
+    add_special: bool
+    parse_special: bool
+
+
+@dataclass(frozen=True)
+class DetokenizeQuery:
+    query_id: int
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Stop:
     pass
 
 
-ToWorker = Submit | Abort | Embed | StatsQuery | Stop
+ToWorker = Submit | Abort | Embed | StatsQuery | TokenizeQuery | DetokenizeQuery | Stop
 
 
 # -- from the worker --------------------------------------------------------------------
@@ -72,4 +88,22 @@ class StatsReply:
     stats: EngineStats
 
 
-FromWorker = Ready | Failed | Events | Started | StatsReply
+@dataclass(frozen=True)
+class TokensReply:
+    """The answer to a TokenizeQuery: the token ids and each one's text piece (bytes)."""
+
+    query_id: int
+    tokens: tuple[int, ...]
+    pieces: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class TextReply:
+    """The answer to a DetokenizeQuery (None: a token id is outside the vocabulary)."""
+
+    query_id: int
+    text: str | None
+
+
+Reply = StatsReply | TokensReply | TextReply
+FromWorker = Ready | Failed | Events | Started | StatsReply | TokensReply | TextReply

@@ -73,3 +73,11 @@ class Engine(Protocol):
 
     async def stats(self) -> EngineStats:
         """The scheduler's state (callers bound the wait)."""
+
+    async def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
+        """The text's token ids and each token's text piece."""
+
+    async def detokenize(self, tokens: tuple[int, ...]) -> str | None:
+        """The tokens' text; None when one is outside the vocabulary."""

@@ -275,7 +275,11 @@ class Runner:
         return cached
 
     def token_text(self, token: int) -> str:
-        return self._to_piece(token, special=True).decode("utf-8", errors="replace")
+        return self.token_bytes(token).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        """The token's text as bytes, special tokens as written (e.g. b"<|im_end|>")."""
+        return self._to_piece(token, special=True)
 
     def _to_piece(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)

@@ -35,6 +35,7 @@ class Sequence:
     n_cached: int = 0  # prompt tokens reused from a slot's cache on admission
     slot: int | None = None
     order: int = 0
+    cache_key: str | None = None  # the client's conversation key (see GenerateRequest)
 
     @property
     def n_pending(self) -> int:
@@ -48,6 +49,7 @@ class Slot:
     cached: list[int] = field(default_factory=list)  # KV content while idle
     last_used: int = 0
     n_prompt: int = 0  # how much of `cached` was the last request's prompt
+    cache_key: str | None = None  # the key of the last request it served
 
     @property
     def n_cells(self) -> int:
@@ -279,6 +281,7 @@ class Scheduler:
                 plan.kv_ops.append(KVClear(slot.id, reuse))
             slot.cached, slot.seq = [], seq
             slot.last_used = next(self._clock)
+            slot.cache_key = seq.cache_key
             seq.slot, seq.n_computed, seq.n_cached = slot.id, reuse, reuse
             self.running.append(seq)
             admitted += seq.n_pending
@@ -287,7 +290,8 @@ class Scheduler:
         """(slot, tokens to reuse, slot to copy them from or None) for a new sequence.
 
         The most reused tokens win; among equals, the placement that destroys the fewest
-        cached cells, then no copy, then the most recently used slot. A prefix held by
+        cached cells, then the slot that last served the request's cache key, then no copy,
+        then the most recently used slot. A prefix held by
         another slot (running, or idle with a longer conversation behind it) is copied to a
         free slot rather than taken over, so two conversations never evict each other while
         slots are free.
@@ -297,21 +301,24 @@ class Scheduler:
         shared = {
             s.id: min(common_prefix(s.known, seq.tokens), limit) if reuse else 0 for s in self.slots
         }
-        # (reused, -cells destroyed, 1 if no copy is needed, recency, slot, donor)
-        options: list[tuple[int, int, int, int, Slot, Slot | None]] = []
+        # (reused, -cells destroyed, key match, 1 if no copy is needed, recency, slot, donor)
+        options: list[tuple[int, int, int, int, int, Slot, Slot | None]] = []
+        key = seq.cache_key if reuse else None
         for s in free:
             p = shared[s.id]
             # Reusing all of the last request's prompt continues that conversation (a
             # regenerate): dropping the old reply is no loss.
             lost = 0 if p >= s.n_prompt - 1 else len(s.cached) - p
+            mine = int(key is not None and s.cache_key == key)
             # Ties: the conversation just served (so a regenerate lands where it did before);
             # without reuse, the least recently used cache goes.
-            options.append((p, -lost, 1, s.last_used if p else -s.last_used, s, None))
+            options.append((p, -lost, mine, 1, s.last_used if p else -s.last_used, s, None))
         holder = max(self.slots, key=lambda d: shared[d.id])
         q = shared[holder.id]
         if q > 0:
             for t in free:
                 if t is not holder:
-                    options.append((q, -len(t.cached), 0, -t.last_used, t, holder))
-        p, _, _, _, slot, donor = max(options, key=lambda o: o[:4])
+                    mine = int(key is not None and t.cache_key == key)
+                    options.append((q, -len(t.cached), mine, 0, -t.last_used, t, holder))
+        p, _, _, _, _, slot, donor = max(options, key=lambda o: o[:5])
         return slot, p, donor

@@ -79,7 +79,7 @@ class Worker:
         self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch, cfg.prompt_cache)
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
-        self.replies: list[M.StatsReply] = []  # answers to queries, sent after the events
+        self.replies: list[M.Reply] = []  # answers to queries, sent after the events
         self._seeds = random.Random(cfg.seed) if cfg.seed >= 0 else None
         self._stalled = 0  # consecutive steps that had work but decoded nothing
         self.disk: DiskCache | None = None
@@ -144,7 +144,11 @@ class Worker:
         if seed is None:
             seed = self._seeds.getrandbits(32) if self._seeds else secrets.randbits(32)
         seq = Sequence(
-            req.id, tokens, len(tokens), prompt_logits=req.echo and req.logprobs is not None
+            req.id,
+            tokens,
+            len(tokens),
+            prompt_logits=req.echo and req.logprobs is not None,
+            cache_key=req.cache_key,
         )
         try:
             sampler = Sampler(req.sampling, seed, r.n_vocab, req.grammar, r.vocab)
@@ -186,6 +190,20 @@ class Worker:
             vectors.append(tuple(r.embed(toks)))
             total += len(toks)
         self.events.append(EmbedResult(req.id, tuple(vectors), total))
+
+    def tokenize(
+        self, query_id: int, text: str, add_special: bool, parse_special: bool
+    ) -> M.TokensReply:
+        tokens = tuple(self.runner.tokenize(text, add_special, parse_special))
+        pieces = tuple(self.runner.token_bytes(t) for t in tokens)
+        return M.TokensReply(query_id, tokens, pieces)
+
+    def detokenize(self, tokens: tuple[int, ...]) -> str | None:
+        """The text of these tokens (special ones as written); None if one is unknown."""
+        r = self.runner
+        if any(not 0 <= t < r.n_vocab for t in tokens):
+            return None
+        return b"".join(r.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
 
     def stats(self) -> EngineStats:
         sched = self.sched
@@ -380,7 +398,7 @@ class Worker:
         out, self.events = self.events, []
         return out
 
-    def drain_replies(self) -> list[M.StatsReply]:
+    def drain_replies(self) -> list[M.Reply]:
         out, self.replies = self.replies, []
         return out
 
@@ -397,6 +415,10 @@ def _handle(worker: Worker, msg: M.ToWorker) -> bool:
             worker.embed(request)
         case M.StatsQuery(query_id):
             worker.replies.append(M.StatsReply(query_id, worker.stats()))
+        case M.TokenizeQuery(query_id, text, add_special, parse_special):
+            worker.replies.append(worker.tokenize(query_id, text, add_special, parse_special))
+        case M.DetokenizeQuery(query_id, tokens):
+            worker.replies.append(M.TextReply(query_id, worker.detokenize(tokens)))
         case M.Stop():
             return False
     return True

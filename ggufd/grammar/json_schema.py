@@ -334,6 +334,41 @@ class GrammarBuilder:
         self._set(unique, _Expr(body, _EMPTY, False))
         return unique
 
+    def add_gbnf(self, text: str, name_hint: str, root: str = "root") -> str:
+        """Copy the rules of GBNF ``text`` under fresh names; return the name ``root`` got.
+
+        ``root`` is named after ``name_hint``, every other rule ``<name_hint>-<its name>``
+        (suffixed when taken), and every reference to a rule of ``text`` is renamed with it;
+        string literals, character classes, ``{m,n}`` counts and ``<token>`` references are
+        copied untouched, comments dropped. ``text`` must be a grammar llama.cpp accepts
+        (no left recursion): only its names are checked. SchemaError when a referenced rule
+        is not defined, a rule is defined twice or ``root`` is missing; then nothing is added.
+        """
+        rules = _gbnf_rules(text)
+        if root not in rules:
+            raise SchemaError(f"the grammar has no rule {root!r}")
+        saved = self._save()
+        try:
+            names = {root: self._reserve(name_hint)}
+            for name in rules:
+                if name != root:
+                    names[name] = self._reserve(f"{name_hint}-{name}")
+            for name, pieces in rules.items():
+                body = []
+                for piece, is_ref in pieces:
+                    if is_ref and piece not in names:
+                        raise SchemaError(f"the grammar uses the undefined rule {piece!r}")
+                    body.append(names[piece] if is_ref else piece)
+                self._set(names[name], _Expr("".join(body).strip(), _EMPTY, False))
+            return names[root]
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def whitespace(self) -> str:
+        """Name of the rule for the (bounded) whitespace allowed between JSON tokens."""
+        return self._prim("ws")
+
     def literal(self, text: str) -> str:
         """GBNF string literal matching exactly ``text``, properly escaped."""
         return gbnf_literal(text)
@@ -1045,6 +1080,58 @@ def _number_bounds(
     if ex_max is not None and (high is None or ex_max <= high):
         high, high_strict = ex_max, True
     return low, low_strict, high, high_strict
+
+
+# --- reading GBNF text ----------------------------------------------------------------------
+
+_GBNF_WORD = re.compile(r"[a-zA-Z0-9-]+")
+_GBNF_DEFINES = re.compile(r"\s*::=")
+_GBNF_CLOSERS = {'"': '"', "[": "]", "{": "}", "<": ">"}
+
+
+def _gbnf_rules(text: str) -> dict[str, list[tuple[str, bool]]]:
+    """GBNF text's rules in order: each body as pieces of text, (name, True) for a reference.
+
+    Literals, classes, repetition counts and token references are single verbatim pieces;
+    comments are dropped.
+    """
+    rules: dict[str, list[tuple[str, bool]]] = {}
+    body: list[tuple[str, bool]] | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        if ch in _GBNF_CLOSERS:
+            close = _GBNF_CLOSERS[ch]
+            j = i + 1
+            while j < len(text) and text[j] != close:
+                j += 2 if text[j] == "\\" and ch in '"[' else 1
+            if j >= len(text):
+                raise SchemaError(f"the grammar has an unterminated {ch!r} at offset {i}")
+            piece, is_ref = text[i : j + 1], False
+            i = j + 1
+        elif match := _GBNF_WORD.match(text, i):
+            word, i = match.group(), match.end()
+            defines = _GBNF_DEFINES.match(text, i)
+            if defines is not None:
+                if word in rules:
+                    raise SchemaError(f"the grammar defines the rule {word!r} twice")
+                body = rules[word] = []
+                i = defines.end()
+                continue
+            piece, is_ref = word, True
+        else:
+            piece, is_ref = ch, False
+            i += 1
+        if body is None:
+            if piece.strip():
+                raise SchemaError(f"the grammar has text before its first rule: {piece!r}")
+            continue
+        body.append((piece, is_ref))
+    return rules
 
 
 # --- entry points -------------------------------------------------------------------------

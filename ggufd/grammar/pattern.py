@@ -2,7 +2,9 @@
 
 Literals, classes, ``\\d \\w \\s`` and their negations, ``.``, groups, ``|``, quantifiers,
 and ``^``/``$`` only at the ends; anything else raises SchemaError(keyword="pattern").
-The result matches the JSON string (quotes included) whose text the pattern finds.
+:meth:`PatternConverter.convert` matches the JSON string (quotes included) whose text the
+pattern finds; :meth:`PatternConverter.convert_full` matches the text the pattern matches
+as a whole, either raw or as the content of a JSON string (the Lark translator's regexes).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ _SPECIAL = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F)]
 def _json_escape(code: int) -> str:
     ch = chr(code)
     return JSON_ESCAPES.get(ch, f"\\u{code:04x}")
+
+
+def json_char_text(code: int) -> str:
+    """How a JSON string writes the character ``code``: escaped if it must be, else as is."""
+    return _json_escape(code) if _subtract([(code, code)], _SPECIAL) == [] else chr(code)
 
 
 def _subtract(ranges: _Ranges, cut: _Ranges) -> _Ranges:
@@ -63,6 +70,49 @@ def _class_text(ranges: _Ranges) -> str:
     )
 
 
+def char_set_gbnf(ranges: _Ranges, negated: bool, json_text: bool) -> str | None:
+    """Atomic GBNF for one character in ``ranges`` (or, ``negated``, not in them); None when
+    no character fits.
+
+    With ``json_text`` it matches how a JSON string writes such a character: plain ones as
+    they are, ``"`` and ``\\`` and control characters escaped (in a negated set only the
+    escapes of ``" \\ \\n \\t \\r``), DEL never.
+    """
+    if not json_text:
+        if negated:
+            return f"[^{_class_text(ranges)}]"
+        merged = _merge(ranges)
+        return f"[{_class_text(merged)}]" if merged else None
+    alts = []
+    if negated:
+        alts.append(f'[^{_class_text(ranges)}"\\\\\\x7F\\x00-\\x1F]')
+        for code in (0x22, 0x5C, 0x0A, 0x09, 0x0D):
+            if _subtract([(code, code)], ranges):  # not excluded by the class
+                alts.append(gbnf_literal(_json_escape(code)))
+    else:
+        plain = _subtract(ranges, _SPECIAL)
+        if plain:
+            alts.append(f"[{_class_text(plain)}]")
+        for lo, hi in ranges:
+            for lo_s, hi_s in _SPECIAL:
+                for code in range(max(lo, lo_s), min(hi, hi_s) + 1):
+                    alts.append(gbnf_literal(_json_escape(code)))
+    alts = list(dict.fromkeys(alts))
+    if not alts:
+        return None
+    return alts[0] if len(alts) == 1 else f"( {' | '.join(alts)} )"
+
+
+def _merge(ranges: _Ranges) -> _Ranges:
+    out: _Ranges = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class PatternConverter:
     """A safe subset of ECMA/Python regular expressions -> GBNF for a JSON string's text.
 
@@ -71,26 +121,46 @@ class PatternConverter:
     groups (plain, ``(?:...)``, named), alternation, ``? * + {m} {m,} {m,n}`` (lazy forms
     too) and ``^``/``$`` at the very start/end. Anything else raises SchemaError(pattern).
     Unanchored ends allow any characters there, as JSON Schema's search semantics do.
+
+    ``json_text`` (the default) makes characters match as a JSON string writes them
+    (:func:`char_set_gbnf`); without it they match as themselves. Subclasses may override
+    :meth:`fail` and :meth:`invalid` to raise their own errors.
     """
 
-    def __init__(self, pattern: str, char_rule: Callable[[], str]) -> None:
+    def __init__(
+        self, pattern: str, char_rule: Callable[[], str], *, json_text: bool = True
+    ) -> None:
         self.pattern = pattern
         self.char_rule = char_rule
+        self.json_text = json_text
         self.pos = 0
         self.end = len(pattern)
 
-    def fail(self, why: str) -> SchemaError:
+    def fail(self, why: str) -> ValueError:
         return SchemaError(
             f"JSON schema 'pattern' {self.pattern!r} is not supported: {why}", "pattern"
         )
 
+    def invalid(self, exc: re.error) -> ValueError:
+        return SchemaError(f"'pattern' is not a valid regular expression: {exc}", "pattern")
+
     def convert(self) -> str:
+        body, start, end = self._parse()
+        head = "" if start else f"{self.char_rule()}*"
+        tail = "" if end else f"{self.char_rule()}*"
+        return seq('"\\""', head, body, tail, '"\\""')
+
+    def convert_full(self) -> str:
+        """GBNF for exactly the texts the whole pattern matches (no quotes, no search);
+        a leading ``^`` and a trailing ``$`` are allowed and change nothing."""
+        return self._parse()[0]
+
+    def _parse(self) -> tuple[str, bool, bool]:
+        """(GBNF of the pattern between its anchors, anchored at the start, at the end)."""
         try:
             re.compile(self.pattern)
         except re.error as exc:
-            raise SchemaError(
-                f"'pattern' is not a valid regular expression: {exc}", "pattern"
-            ) from None
+            raise self.invalid(exc) from None
         text = self.pattern
         start = text.startswith("^")
         end = text.endswith("$") and _unescaped_end(text)
@@ -101,9 +171,7 @@ class PatternConverter:
             raise self.fail(f"unexpected {text[self.pos]!r}")
         if branches > 1 and (start or end):
             raise self.fail("'^' or '$' next to a top-level '|' (group the alternatives)")
-        head = "" if start else f"{self.char_rule()}*"
-        tail = "" if end else f"{self.char_rule()}*"
-        return seq('"\\""', head, body, tail, '"\\""')
+        return body, start, end
 
     def peek(self) -> str:
         return self.pattern[self.pos] if self.pos < self.end else ""
@@ -115,7 +183,14 @@ class PatternConverter:
             branches.append(self.concat())
         if len(branches) == 1:
             return branches[0] or '""', 1
-        return " | ".join(b or '""' for b in branches), len(branches)
+        filled = list(dict.fromkeys(b for b in branches if b))
+        if len(filled) == len(branches):
+            return " | ".join(branches), len(branches)
+        # An empty branch makes the others optional: written as "| """ it would be an empty
+        # alternative, and llama.cpp refuses to repeat ("(a|)*") a rule that has one.
+        if not filled:
+            return '""', len(branches)
+        return f"( {' | '.join(filled)} )?", len(branches)
 
     def concat(self) -> str:
         items: list[str] = []
@@ -260,28 +335,14 @@ class PatternConverter:
     def emit_char(self, code: int) -> tuple[str, str | None]:
         if 0xD800 <= code <= 0xDFFF:
             raise self.fail("surrogate code points")
-        text = _json_escape(code) if _subtract([(code, code)], _SPECIAL) == [] else chr(code)
+        text = json_char_text(code) if self.json_text else chr(code)
         return gbnf_literal(text), text
 
     def emit_set(self, ranges: _Ranges, negated: bool) -> str:
-        alts = []
-        if negated:
-            alts.append(f'[^{_class_text(ranges)}"\\\\\\x7F\\x00-\\x1F]')
-            for code in (0x22, 0x5C, 0x0A, 0x09, 0x0D):
-                if _subtract([(code, code)], ranges):  # not excluded by the class
-                    alts.append(gbnf_literal(_json_escape(code)))
-        else:
-            plain = _subtract(ranges, _SPECIAL)
-            if plain:
-                alts.append(f"[{_class_text(plain)}]")
-            for lo, hi in ranges:
-                for lo_s, hi_s in _SPECIAL:
-                    for code in range(max(lo, lo_s), min(hi, hi_s) + 1):
-                        alts.append(gbnf_literal(_json_escape(code)))
-        alts = list(dict.fromkeys(alts))
-        if not alts:
+        out = char_set_gbnf(ranges, negated, self.json_text)
+        if out is None:
             raise self.fail("a character class that matches nothing")
-        return alts[0] if len(alts) == 1 else f"( {' | '.join(alts)} )"
+        return out
 
 
 def _unescaped_end(text: str) -> bool:

@@ -116,8 +116,7 @@ class Serving:
         async with self.pool.use(req.model, at_end) as model:
             self._admitted(rec, model, req.stream, req.n)
             tools = req.offered_tools()
-            messages = [m.to_template() for m in req.messages]
-            prompt = model.render(messages, [tool_template(t) for t in tools] or None)
+            prompt = self._prompt(model, req)
             grammar = chat_grammar(req, model.dialect)
             split = model.split_reasoning if req.reasoning is None else req.reasoning
             spec = ParseSpec(
@@ -138,6 +137,7 @@ class Serving:
                     stop=gen.stop + template_stop,
                     parse_special=True,
                     grammar=grammar[0] if grammar else None,
+                    cache_key=req.cache_key,
                 )
                 for i in range(req.n)
             ]
@@ -145,6 +145,19 @@ class Serving:
             if grammar is not None:
                 origins[RequestPart.GRAMMAR] = grammar[1]
             return await self._open(model, rec, rid, prompt, reqs, spec, origins, req.n)
+
+    async def count_tokens(self, req: ChatRequest, rec: RequestRecord) -> int:
+        """How many tokens the request's prompt is, rendered as chat() would render it."""
+        async with self.pool.use(req.model, None) as model:
+            rec.model, rec.stream = model.model_id, False
+            model.check_generates()
+            prompt = self._prompt(model, req)
+            rec.prompt = prompt
+            try:
+                tokens, _ = await model.engine.tokenize(prompt, True, True)
+            except EngineError as e:
+                raise ModelUnavailable(str(e)) from e
+            return len(tokens)
 
     async def complete(
         self, req: TextRequest, rec: RequestRecord, at_end: AtEnd | None, id_prefix: str
@@ -187,6 +200,12 @@ class Serving:
         return Embeddings(model.model_id, result.embeddings, result.prompt_tokens)
 
     # -- steps shared by the generation flows ---------------------------------------
+    @staticmethod
+    def _prompt(model: ModelService, req: ChatRequest) -> str:
+        messages = [m.to_template() for m in req.messages]
+        tools = [tool_template(t) for t in req.offered_tools()]
+        return model.render(messages, tools or None)
+
     @staticmethod
     def _admitted(rec: RequestRecord, model: ModelService, stream: bool, n: int) -> None:
         """The request has its model: note it, and refuse what that model cannot do."""

@@ -62,6 +62,7 @@ class Choice:
     prompt_logprobs: tuple[TokenLogprob, ...] = ()
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # generated tokens that brought reasoning text
 
     def apply(self, ev: Event) -> None:
         if isinstance(ev, TokenEvent):
@@ -80,7 +81,8 @@ def usage(choices: Sequence[Choice], n_per_prompt: int = 1) -> UsageReport:
     prompt = sum(c.accepted.prompt_tokens for c in choices[::n_per_prompt])
     completion = sum(c.completion_tokens for c in choices)
     cached = sum(c.cached_tokens for c in choices[::n_per_prompt])
-    return UsageReport(prompt, completion, cached)
+    reasoning = sum(c.reasoning_tokens for c in choices)
+    return UsageReport(prompt, completion, cached, reasoning)
 
 
 def failure(ev: ErrorEvent, origins: Origins) -> EngineFailure:
@@ -223,6 +225,8 @@ class Reply:
             pieces = parser.feed(ev.text) if ev.text else []
             if ev.finish_reason is not None:
                 pieces += parser.finish()
+        if any(isinstance(p, ReasoningPiece) for p in pieces):
+            self.choices[i].reasoning_tokens += ev.n_tokens
         out = _events(i, pieces, ev.logprobs)
         if ev.finish_reason is not None:
             finish = Finish(ev.finish_reason.value)

@@ -150,6 +150,7 @@ class ChatRequest:
     # None: split <think> text into reasoning as the model is configured to
     # (--reasoning_format); False: leave it in the content.
     reasoning: bool | None = None
+    cache_key: str | None = None  # the client's name for the conversation (prompt cache)
 
     def offered_tools(self) -> tuple[ToolSpec, ...]:
         """The tools shown to the model (none when tool_choice is none)."""
@@ -258,6 +259,7 @@ class UsageReport:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int  # prompt tokens reused from the prompt cache
+    reasoning_tokens: int = 0  # of the completion tokens, those that went to reasoning
 
     @property
     def total_tokens(self) -> int:

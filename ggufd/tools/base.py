@@ -44,6 +44,7 @@ __all__ = [
     "ParseResult",
     "ParsedCall",
     "Scanner",
+    "ToolGrammar",
     "ToolSpec",
     "call_from_obj",
     "call_json",
@@ -74,13 +75,26 @@ class ParsedCall:
 
 
 @dataclass(frozen=True)
+class ToolGrammar:
+    """The grammar a free-form tool's text input must match, as the client sent it.
+
+    ``syntax`` is ``"lark"`` (``definition`` is a Lark grammar whose rule ``start`` derives
+    the text) or ``"regex"`` (``definition`` is a regular expression matching the whole
+    text); see :mod:`ggufd.grammar.lark` for the subset that constrains a forced call.
+    """
+
+    syntax: str
+    definition: str
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     """A tool offered to the model, whatever API it came by.
 
     ``parameters`` is the JSON schema of the call's arguments (None: any object). A
     free-form tool (the Responses API's ``custom`` tools) takes one text input instead:
     it is offered as a function whose arguments are ``{"input": <text>}``, and
-    ``grammar``, when given, is the GBNF (rule ``root``) that text must match.
+    ``grammar``, when given, is what that text must match (None: any text).
     """
 
     name: str
@@ -88,7 +102,7 @@ class ToolSpec:
     parameters: Mapping[str, Any] | None = None
     strict: bool | None = None
     free_form: bool = False
-    grammar: str | None = None
+    grammar: ToolGrammar | None = None
 
 
 @dataclass(frozen=True)

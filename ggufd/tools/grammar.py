@@ -5,11 +5,16 @@ between parallel calls and the text around the whole list of calls. A :class:`Fo
 takes its ``format_call``, ``format_calls`` and ``call_grammar`` from its ``call_form``, so
 the text it writes and the grammar that forces a call cannot disagree.
 
+A free-form tool's arguments are ``{"input": <text>}``; when its grammar (Lark or a regular
+expression) can be translated (:func:`free_form_grammar`), the JSON string's content is
+constrained by it, else it is any string.
+
 Stdlib only, like the rest of :mod:`ggufd.tools`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,27 +22,59 @@ from typing import Any, ClassVar, Final
 
 from ggufd.grammar.gbnf import seq
 from ggufd.grammar.json_schema import GrammarBuilder, SchemaError
+from ggufd.grammar.lark import LarkError, lark_to_json_string_gbnf, regex_to_json_string_gbnf
 from ggufd.tools.base import (
     MAX_PARALLEL_CALLS,
     Dialect,
     ParsedCall,
+    ToolGrammar,
     ToolSpec,
     normalize_arguments,
 )
 
-__all__ = ["ANY_OBJECT", "FREE_FORM_PARAMETERS", "CallForm", "FormDialect"]
+__all__ = [
+    "ANY_OBJECT",
+    "FREE_FORM_PARAMETERS",
+    "CallForm",
+    "FormDialect",
+    "free_form_grammar",
+    "input_grammar",
+]
 
 ANY_OBJECT: Final[Mapping[str, Any]] = {"type": "object"}
 """The arguments of a tool without a ``parameters`` schema."""
 
-# Free-form tools are not constrained yet: their ``grammar`` is ignored and their one text
-# input is offered as an ordinary string argument.
 FREE_FORM_PARAMETERS: Final[Mapping[str, Any]] = {
     "type": "object",
     "properties": {"input": {"type": "string"}},
     "required": ["input"],
 }
-"""The arguments of a free-form tool: ``{"input": <text>}``."""
+"""The arguments of a free-form tool: ``{"input": <text>}`` (the schema of its text when its
+grammar is missing or cannot be translated)."""
+
+_TRANSLATORS = {"lark": lark_to_json_string_gbnf, "regex": regex_to_json_string_gbnf}
+
+
+@functools.lru_cache(maxsize=32)
+def input_grammar(grammar: ToolGrammar) -> str:
+    """GBNF (rule ``root``) for the content of the JSON string (no quotes) holding a text
+    ``grammar`` matches; LarkError naming what is not supported (an unknown syntax too)."""
+    translate = _TRANSLATORS.get(grammar.syntax)
+    if translate is None:
+        raise LarkError(f"grammar syntax {grammar.syntax!r} is not supported (only lark, regex)")
+    return translate(grammar.definition)
+
+
+def free_form_grammar(tool: ToolSpec) -> str | None:
+    """What constrains a free-form tool's ``input`` in a forced call: :func:`input_grammar`,
+    or None when the tool has no grammar or its grammar cannot be translated (then the input
+    is any string; :func:`input_grammar` raises the reason, for the log)."""
+    if not tool.free_form or tool.grammar is None:
+        return None
+    try:
+        return input_grammar(tool.grammar)
+    except LarkError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -79,7 +116,7 @@ class CallForm:
         b = GrammarBuilder()
         alternatives = []
         for tool in tools:
-            args = b.add_schema(_arguments_schema(tool), f"{tool.name}-args")
+            args = _arguments_rule(b, tool)
             head = b.literal(self.before_name + self.shown_name(tool.name) + self.between)
             alternatives.append(seq(head, args, _literal(b, self.after)))
         call = b.add_rule("call", " | ".join(f"( {a} )" for a in alternatives))
@@ -97,9 +134,17 @@ def _literal(b: GrammarBuilder, text: str) -> str:
     return b.literal(text) if text else ""
 
 
-def _arguments_schema(tool: ToolSpec) -> dict[str, Any]:
-    schema = FREE_FORM_PARAMETERS if tool.free_form else tool.parameters or ANY_OBJECT
-    return dict(schema)
+def _arguments_rule(b: GrammarBuilder, tool: ToolSpec) -> str:
+    """The rule matching ``tool``'s arguments object."""
+    content = free_form_grammar(tool)
+    if content is None:
+        schema = FREE_FORM_PARAMETERS if tool.free_form else tool.parameters or ANY_OBJECT
+        return b.add_schema(dict(schema), f"{tool.name}-args")
+    text = b.add_gbnf(content, f"{tool.name}-input")
+    ws = b.whitespace()
+    quote = b.literal('"')
+    body = seq('"{"', ws, b.literal('"input"'), ws, '":"', ws, quote, text, quote, ws, '"}"')
+    return b.add_rule(f"{tool.name}-args", body)
 
 
 class FormDialect(Dialect):

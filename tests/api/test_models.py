@@ -119,7 +119,9 @@ def test_embedding_only_model(two_models: RunningServer) -> None:
 
 
 def test_idle_unload_and_reload(smollm2_path: str, tmp_path: Path) -> None:
-    data = {"models": [{"model": smollm2_path, "model_alias": "smol", "idle_unload_s": 2}]}
+    # 5 s: on a loaded machine, more than 2 s could pass between /health answering 200
+    # (the preload done) and the first look at /v1/models, and the model was gone already
+    data = {"models": [{"model": smollm2_path, "model_alias": "smol", "idle_unload_s": 5}]}
     with start_server(["--config_file", config(tmp_path, data)]) as srv:
         http = httpx.Client(base_url=srv.base_url, timeout=TIMEOUT)
         client = openai.OpenAI(base_url=srv.v1, api_key="x", timeout=TIMEOUT, max_retries=0)

@@ -156,6 +156,16 @@ class FakeEngine:
     async def stats(self) -> EngineStats:
         return STATS
 
+    async def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
+        """One token per character (its code point, modulo the vocabulary)."""
+        tokens = tuple(ord(c) % 100 for c in text)
+        return tokens, tuple(c.encode() for c in text)
+
+    async def detokenize(self, tokens: tuple[int, ...]) -> str | None:
+        return None if any(not 0 <= t < 100 for t in tokens) else "".join(map(chr, tokens))
+
 
 class GatedEngine(FakeEngine):
     """Every generation and embedding is accepted at once and ends only once `gate` is set."""

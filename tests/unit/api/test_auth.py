@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import Message
 
-from ggufd.api import errors
+from ggufd.api import handlers
 from ggufd.api.auth import MISSING, NOT_BEARER, WRONG, KeyRing, install_access
 from ggufd.settings import ServerSettings
 
@@ -34,7 +34,7 @@ def make_app(
 ) -> FastAPI:
     """/health, GET+POST /v1/x and a streaming /v1/stream, behind install_access."""
     app = FastAPI(root_path=root_path)
-    errors.install(app)
+    handlers.install(app)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -10,8 +10,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from ggufd.api import errors
-from ggufd.api.errors import PARAMS, APIError, _param, _validation_message, openai_error, sse_error
+from ggufd.api import handlers
+from ggufd.api.errors import (
+    PARAMS,
+    APIError,
+    _validation_message,
+    openai_error,
+    sse_error,
+    validation_param,
+)
 from ggufd.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from ggufd.engine.types import ErrorKind
 from ggufd.errors import (
@@ -52,7 +59,7 @@ from ggufd.errors import (
     ],
 )
 def test_param_from_location(loc: tuple[Any, ...], expected: str | None) -> None:
-    assert _param(loc) == expected
+    assert validation_param(loc) == expected
 
 
 @pytest.mark.parametrize(
@@ -73,7 +80,7 @@ def test_param_keeps_field_names_that_start_like_union_labels(
     "include_usage". Labels should be matched exactly ("str", "int", ...) or by their
     "[" / "-" syntax, not by prefix.
     """
-    assert _param(loc) == expected
+    assert validation_param(loc) == expected
 
 
 @pytest.mark.parametrize(
@@ -100,7 +107,7 @@ def test_param_of_real_validation_errors(model: type, body: dict[str, Any], para
     with pytest.raises(ValidationError) as info:
         model.model_validate(body)
     loc = ("body", *info.value.errors()[0]["loc"])
-    got = _param(loc)
+    got = validation_param(loc)
     assert got is not None and got.startswith(param)
 
 
@@ -194,7 +201,7 @@ def test_sse_error_frame() -> None:
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     app = FastAPI()
-    errors.install(app)
+    handlers.install(app)
 
     @app.post("/chat")
     async def chat(body: ChatCompletionRequest) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from ggufd.api import errors
+from ggufd.api import errors, handlers
 from ggufd.api.app import create_app
 from ggufd.api.limits import MIB, BodyLimit, RequestEnd, at_end, install_limits
 from ggufd.errors import QueueFull
@@ -119,7 +119,7 @@ def test_a_lying_small_content_length_is_still_counted() -> None:
 # -- body size, on a FastAPI app -------------------------------------------------------
 def body_app(max_body_mb: float | None) -> FastAPI:
     app = FastAPI()
-    errors.install(app)
+    handlers.install(app)
 
     @app.post("/v1/echo")
     async def echo(body: dict[str, Any]) -> dict[str, int]:
@@ -157,7 +157,7 @@ def test_no_body_limit_when_unset() -> None:
 # -- the end-of-request hook -----------------------------------------------------------
 def hook_app(calls: list[str]) -> FastAPI:
     app = FastAPI()
-    errors.install(app)
+    handlers.install(app)
 
     @app.get("/ok")
     async def ok(request: Request) -> dict[str, bool]:

@@ -81,7 +81,7 @@ async def test_stats_asks_the_worker_and_waits_for_its_answer() -> None:
     assert first == second == STATS
     assert all(isinstance(m, M.StatsQuery) for m in sent) and len(sent) == 2
     assert sent[0] != sent[1]  # each query has its own id
-    assert not c._stats_waiters
+    assert not c._waiters
 
 
 async def test_stats_fails_when_the_worker_is_not_there() -> None:
@@ -98,3 +98,31 @@ async def test_stats_fails_when_the_worker_is_not_there() -> None:
     c._on_exit(-9)
     with pytest.raises(EngineError, match="exited"):
         await pending
+
+
+async def test_tokenize_and_detokenize_are_queries_answered_by_the_worker() -> None:
+    c = client()
+    c.state = EngineState.READY
+    sent: list[M.ToWorker] = []
+
+    def answer(msg: M.ToWorker) -> None:
+        sent.append(msg)
+        reply: M.Reply
+        if isinstance(msg, M.TokenizeQuery):
+            reply = M.TokensReply(msg.query_id, (1, 2), (b"h", b"i"))
+        else:
+            assert isinstance(msg, M.DetokenizeQuery)
+            reply = M.TextReply(msg.query_id, "hi" if msg.tokens == (1, 2) else None)
+        asyncio.get_running_loop().call_soon(c._on_message, reply)
+
+    c._send = answer  # type: ignore[method-assign]
+    tokens, text, unknown = await asyncio.gather(
+        c.tokenize("hi", add_special=False), c.detokenize((1, 2)), c.detokenize((9,))
+    )
+    assert tokens == ((1, 2), (b"h", b"i")) and (text, unknown) == ("hi", None)
+    query = sent[0]
+    assert isinstance(query, M.TokenizeQuery) and (query.add_special, query.parse_special) == (
+        False,
+        True,
+    )
+    assert len({getattr(m, "query_id", None) for m in sent}) == 3 and not c._waiters

@@ -58,7 +58,7 @@ from tests.unit.engine.test_client import (
     tok,
     until,
 )
-from tests.unit.engine.test_worker import EOS, FakeRunner, ScriptedSampler, make_worker, toks
+from tests.unit.engine.test_worker import BOS, EOS, FakeRunner, ScriptedSampler, make_worker, toks
 
 STATS = EngineStats(waiting=1, running=2, slots=4, kv_used=30, kv_idle=10, kv_size=256)
 LOGPROB = TokenLogprob("é", -0.5, (195, 169), (TopLogprob("é", -0.5, (195, 169)),))
@@ -86,6 +86,8 @@ TO_WORKER: list[M.ToWorker] = [
     M.Abort("a"),
     M.Embed(EmbedRequest("e", ("one", (4, 5, 6)))),
     M.StatsQuery(3),
+    M.TokenizeQuery(4, "héllo <|x|>", True, False),
+    M.DetokenizeQuery(5, (1, 2, 3)),
     M.Stop(),
 ]
 FROM_WORKER: list[M.FromWorker] = [
@@ -104,6 +106,9 @@ FROM_WORKER: list[M.FromWorker] = [
     ),
     M.Started(("a", "b")),
     M.StatsReply(3, STATS),
+    M.TokensReply(4, (1, 104, 195), (b"<s>", b"h", b"\xc3")),
+    M.TextReply(5, "hi"),
+    M.TextReply(6, None),
 ]
 
 
@@ -156,7 +161,14 @@ def test_match_tells_messages_apart() -> None:
                 return f"submit {len(requests)}"
             case M.Abort(request_id) | M.Started((request_id, *_)):
                 return f"{type(msg).__name__.lower()} {request_id}"
-            case M.StatsQuery(query_id) | M.StatsReply(query_id, _):
+            case (
+                M.StatsQuery(query_id)
+                | M.StatsReply(query_id, _)
+                | M.TokenizeQuery(query_id, _, _, _)
+                | M.DetokenizeQuery(query_id, _)
+                | M.TokensReply(query_id, _, _)
+                | M.TextReply(query_id, _)
+            ):
                 return f"{type(msg).__name__.lower()} {query_id}"
             case M.Events(events):
                 return f"events {len(events)}"
@@ -175,6 +187,8 @@ def test_match_tells_messages_apart() -> None:
         "abort a",
         "embed e",
         "statsquery 3",
+        "tokenizequery 4",
+        "detokenizequery 5",
         "stop",
     ]
     assert [name(m) for m in FROM_WORKER] == [
@@ -183,6 +197,9 @@ def test_match_tells_messages_apart() -> None:
         "events 7",
         "started a",
         "statsreply 3",
+        "tokensreply 4",
+        "textreply 5",
+        "textreply 6",
     ]
 
 
@@ -254,6 +271,18 @@ def test_handle_stats_query_answers_with_a_reply(scripted: dict[int, list[int]])
     assert first.stats == second.stats == w.stats()
     assert first.stats.waiting == 1 and first.stats.slots == 2
     assert w.drain_events() == []  # replies are not events
+
+
+def test_handle_tokenize_and_detokenize_queries(scripted: dict[int, list[int]]) -> None:
+    w = make_worker()
+    assert _handle(w, M.TokenizeQuery(7, "hé", True, True))
+    assert _handle(w, M.DetokenizeQuery(8, (BOS, *"hé".encode())))
+    assert _handle(w, M.DetokenizeQuery(9, (1, 99999)))  # outside the vocabulary
+    tokens, text, unknown = w.drain_replies()
+    assert tokens == M.TokensReply(7, (BOS, 104, 195, 169), (b"<s>", b"h", b"\xc3", b"\xa9"))
+    assert text == M.TextReply(8, "<s>hé")
+    assert unknown == M.TextReply(9, None)
+    assert w.drain_events() == []
 
 
 def test_handle_stop_says_stop(scripted: dict[int, list[int]]) -> None:
@@ -422,4 +451,4 @@ async def test_on_message_stats_reply_answers_its_query() -> None:
     h.c._on_message(M.StatsReply(query.query_id, STATS))
     assert await asyncio.wait_for(pending, 5) == STATS
     h.c._on_message(M.StatsReply(query.query_id, STATS))  # a late duplicate: ignored
-    assert not h.c._stats_waiters
+    assert not h.c._waiters

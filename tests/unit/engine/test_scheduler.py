@@ -724,3 +724,42 @@ def test_without_prompt_cache_nothing_is_copied() -> None:
     plan = step(sched, kv)
     assert not any(isinstance(op, KVCopy) for op in plan.kv_ops)
     assert b.n_cached == 0
+
+
+def _served(runs: list[tuple[str | None, list[int]]]) -> Scheduler:
+    """A scheduler whose slots each served one of these (key, prompt) requests."""
+    sched = Scheduler(n_slots=len(runs), kv_size=256, n_batch=64)
+    for key, tokens in runs:
+        seq = Sequence(f"r-{tokens[0]}", list(tokens), len(tokens), cache_key=key)
+        sched.add(seq)
+        sched.on_decoded(sched.schedule())
+        sched.finish(seq)
+    return sched
+
+
+RUNS: list[tuple[str | None, list[int]]] = [
+    ("conv-a", [1, 2, 3]),
+    ("conv-b", [4, 5, 6]),
+    (None, [7, 8, 9]),
+]
+
+
+@pytest.mark.parametrize("key", ["conv-a", "conv-b"])
+def test_a_cache_key_picks_the_slot_that_served_it_among_equals(key: str) -> None:
+    """Idle slots cache conversations sharing nothing with a new prompt: the request goes
+    to the slot its cache key last used (without a key: the most recently used one)."""
+    sched = _served(RUNS)
+    by_key = {s.cache_key: s.id for s in sched.slots}
+    fresh = Sequence("new", [50, 51], 2, cache_key=key)
+    sched.add(fresh)
+    sched.schedule()
+    assert fresh.slot == by_key[key]
+
+
+def test_more_shared_prefix_wins_over_the_cache_key() -> None:
+    sched = _served(RUNS)
+    by_key = {s.cache_key: s.id for s in sched.slots}
+    other = Sequence("x", [4, 5, 6, 60], 4, cache_key="conv-a")
+    sched.add(other)
+    sched.schedule()
+    assert other.slot == by_key["conv-b"] and other.n_cached == 3

