@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -45,6 +46,7 @@ def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
         seed=entry.seed,
         verbose=verbose,
         flash_attn=entry.flash_attn,
+        pooling=entry.pooling,
         prompt_cache=entry.prompt_cache,
         cache_dir=os.path.expanduser(entry.cache_dir) if entry.cache_dir else None,
     )
@@ -121,6 +123,43 @@ def _configure_logging(verbose: bool, log_format: str) -> None:
 Reloader = Callable[[], tuple[ServerSettings, list[ModelSettings]]]
 
 
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def listen_sockets(hosts: list[str], port: int) -> list[socket.socket] | None:
+    """Listening sockets for several addresses (uvicorn binds a single one itself: None).
+
+    Raises OSError (its `filename` the address) when one cannot be bound.
+    """
+    if len(hosts) == 1:
+        return None
+    bound: list[socket.socket] = []
+    try:
+        for host in hosts:
+            infos = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            family, kind, proto, _, addr = infos[0]
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, f"{_bracketed(host)}:{port}") from e
+            sock.set_inheritable(True)
+    except (OSError, socket.gaierror) as e:
+        for sock in bound:
+            sock.close()
+        if isinstance(e, socket.gaierror):
+            raise OSError(e.errno, e.strerror, f"{host}:{port}") from e
+        raise
+    return bound
+
+
 def _after_drain(signum: int, frame: FrameType | None) -> None:
     """uvicorn re-raises the stop signal after its graceful shutdown; that is no error."""
 
@@ -131,9 +170,14 @@ def serve(
     _configure_logging(settings.verbose, settings.log_format)
     pool = build_pool(settings, entries)
     failure: list[str] = []
+    try:
+        sockets = listen_sockets(settings.host, settings.port)
+    except OSError as e:
+        print(f"ggufd: error: cannot listen on {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
     config = uvicorn.Config(
         app=None,  # type: ignore[arg-type]  # set below, once the server exists
-        host=settings.host,
+        host=settings.host[0],
         port=settings.port,
         log_level="info" if settings.verbose else "warning",
         log_config=None,  # uvicorn's lines go through our handler (JSON with --log_format json)
@@ -154,16 +198,16 @@ def serve(
     config.app = app
     scheme = "https" if settings.ssl_certfile else "http"
     names = ", ".join(m.model_id for m in pool.models)
-    logging.getLogger("ggufd").info(
-        "ggufd: serving %s at %s://%s:%d%s/v1",
-        names, scheme, settings.host, settings.port, settings.root_path,
-    )  # fmt: skip
+    where = ", ".join(
+        f"{scheme}://{_bracketed(h)}:{settings.port}{settings.root_path}/v1" for h in settings.host
+    )
+    logging.getLogger("ggufd").info("ggufd: serving %s at %s", names, where)
     # SIGTERM/SIGINT: uvicorn stops accepting, lets running requests finish (at most
     # --drain_timeout_s), the lifespan stops the workers, and then it re-raises the
     # signal, which must not kill the process at that point: exit status 0.
     signal.signal(signal.SIGTERM, _after_drain)
     signal.signal(signal.SIGINT, _after_drain)
-    server.run()
+    server.run(sockets=sockets)
     if failure:
         print(f"ggufd: error: {failure[0]}", file=sys.stderr, flush=True)
         return 2

@@ -179,6 +179,11 @@ class ModelFields(BaseModel):
         default=True,
         description="Serve /v1/embeddings (accepted for llama_cpp.server compatibility).",
     )
+    pooling: Literal["mean", "cls", "last", "none"] | None = Field(
+        default=None,
+        description="How embeddings pool token vectors: mean, cls, last, or none (one "
+        "vector per token, for llama-server's /embeddings); unset = the model's own.",
+    )
     idle_unload_s: float | None = Field(
         default=None,
         gt=0,
@@ -240,7 +245,12 @@ class ServerSettings(ModelFields, BaseSettings):
         validate_assignment=True,
     )
 
-    host: str = Field(default="localhost", description="Address to listen on.")
+    host: StrList = Field(
+        default_factory=lambda: ["localhost"],
+        min_length=1,
+        description="Address to listen on; repeat the flag (or separate with commas) to "
+        "listen on several.",
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
     verbose: Bool = Field(default=True, description="Log llama.cpp and request details.")
     models: list[ModelSettings] = Field(

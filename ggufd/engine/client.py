@@ -51,6 +51,7 @@ from ggufd.engine.types import (
     Event,
     GenerateRequest,
     ModelInfo,
+    SlotState,
     TokenEvent,
     WorkerConfig,
 )
@@ -206,7 +207,7 @@ class EngineClient:
                     fl = self._flights.get(rid)
                     if fl is not None:
                         fl.started = True
-            case M.StatsReply() | M.TokensReply() | M.TextReply():
+            case M.StatsReply() | M.TokensReply() | M.TextReply() | M.SlotsReply():
                 waiter = self._waiters.get(msg.query_id)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(msg)
@@ -471,11 +472,18 @@ class EngineClient:
         assert isinstance(reply, M.TokensReply)
         return reply.tokens, reply.pieces
 
-    async def detokenize(self, tokens: tuple[int, ...]) -> str | None:
-        """The tokens' text; None when one is outside the vocabulary."""
-        reply = await self._query(M.DetokenizeQuery, tokens)
+    async def detokenize(self, tokens: tuple[int, ...], special: bool = True) -> str | None:
+        """The tokens' text (special tokens as written, or left out); None when one is
+        outside the vocabulary."""
+        reply = await self._query(M.DetokenizeQuery, tokens, special)
         assert isinstance(reply, M.TextReply)
         return reply.text
+
+    async def slots(self) -> tuple[SlotState, ...]:
+        """Each sequence slot's state (answered between two steps)."""
+        reply = await self._query(M.SlotsQuery)
+        assert isinstance(reply, M.SlotsReply)
+        return reply.slots
 
     async def _query(self, make: Callable[..., M.ToWorker], *args: Any) -> M.Reply:
         """Send a query message (its first field the query id) and wait for its reply."""

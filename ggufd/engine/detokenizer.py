@@ -30,11 +30,18 @@ class Detokenizer:
         self._held += self._decoder.decode(piece)
         return self._release()
 
-    def finish(self) -> str:
-        """End of generation (not by a stop string): flush everything still held."""
+    def finish(self, drop_partial: bool = False) -> str:
+        """End of generation (not by a stop string): flush everything still held.
+
+        The bytes of a character cut short are U+FFFD, or dropped with `drop_partial` (a
+        reply cut by max_tokens in the middle of a character ends before it).
+        """
         if self.stopped:
             return ""
-        self._held += self._decoder.decode(b"", final=True)
+        if drop_partial:
+            self._decoder.reset()
+        else:
+            self._held += self._decoder.decode(b"", final=True)
         out = self._cut_at_stop()
         if not self.stopped:
             out, self._held = self._held, ""

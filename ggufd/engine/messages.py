@@ -3,19 +3,26 @@
 Each message is a frozen dataclass; both ends dispatch on its type (``match``). To the
 worker: :class:`Submit` (requests admitted in the same step), :class:`Abort`,
 :class:`Embed`, the queries :class:`StatsQuery`, :class:`TokenizeQuery` and
-:class:`DetokenizeQuery`, and :class:`Stop`. From the worker: :class:`Ready` once
+:class:`DetokenizeQuery`, :class:`SlotsQuery`, and :class:`Stop`. From the worker: :class:`Ready` once
 the model is loaded (or :class:`Failed`), :class:`Events` once per loop iteration,
 :class:`Started` naming the requests a step places on a slot (sent before that step's
 decode, so a crash inside it tells running requests from waiting ones), and the replies
 to queries answered between two steps: :class:`StatsReply`, :class:`TokensReply`,
-:class:`TextReply`.
+:class:`TextReply`, :class:`SlotsReply`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ggufd.engine.types import EmbedRequest, EngineStats, Event, GenerateRequest, ModelInfo
+from ggufd.engine.types import (
+    EmbedRequest,
+    EngineStats,
+    Event,
+    GenerateRequest,
+    ModelInfo,
+    SlotState,
+)
 
 
 # -- to the worker ----------------------------------------------------------------------
@@ -51,6 +58,12 @@ class TokenizeQuery:
 class DetokenizeQuery:
     query_id: int
     tokens: tuple[int, ...]
+    special: bool = True  # special tokens as written (False: left out)
+
+
+@dataclass(frozen=True)
+class SlotsQuery:
+    query_id: int
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,9 @@ class Stop:
     pass
 
 
-ToWorker = Submit | Abort | Embed | StatsQuery | TokenizeQuery | DetokenizeQuery | Stop
+ToWorker = (
+    Submit | Abort | Embed | StatsQuery | TokenizeQuery | DetokenizeQuery | SlotsQuery | Stop
+)
 
 
 # -- from the worker --------------------------------------------------------------------
@@ -105,5 +120,11 @@ class TextReply:
     text: str | None
 
 
-Reply = StatsReply | TokensReply | TextReply
-FromWorker = Ready | Failed | Events | Started | StatsReply | TokensReply | TextReply
+@dataclass(frozen=True)
+class SlotsReply:
+    query_id: int
+    slots: tuple[SlotState, ...]
+
+
+Reply = StatsReply | TokensReply | TextReply | SlotsReply
+FromWorker = Ready | Failed | Events | Started | StatsReply | TokensReply | TextReply | SlotsReply

@@ -21,6 +21,7 @@ from ggufd.engine.types import (
     Event,
     GenerateRequest,
     ModelInfo,
+    SlotState,
 )
 
 
@@ -79,5 +80,8 @@ class Engine(Protocol):
     ) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
         """The text's token ids and each token's text piece."""
 
-    async def detokenize(self, tokens: tuple[int, ...]) -> str | None:
+    async def detokenize(self, tokens: tuple[int, ...], special: bool = True) -> str | None:
         """The tokens' text; None when one is outside the vocabulary."""
+
+    async def slots(self) -> tuple[SlotState, ...]:
+        """Each sequence slot's state."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from ggufd.engine import devices
 from ggufd.engine.scheduler import BatchItem
-from ggufd.engine.types import ModelInfo, Offload, WorkerConfig
+from ggufd.engine.types import FimTokens, ModelInfo, Offload, WorkerConfig
 from ggufd.gguf import ModelFileError, check_model_file
 from ggufd.memory import (
     COMPUTE_ALLOWANCE,
@@ -33,6 +33,15 @@ from ggufd.memory import (
 )
 
 ALL_LAYERS = 0x7FFFFFFF
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}  # enum llama_pooling_type
+FIM_GETTERS = (
+    lc.llama_vocab_fim_pre,
+    lc.llama_vocab_fim_suf,
+    lc.llama_vocab_fim_mid,
+    lc.llama_vocab_fim_pad,
+    lc.llama_vocab_fim_rep,
+    lc.llama_vocab_fim_sep,
+)
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # enum llama_split_mode
 EMBED_CTX_CAP = 4096
 
@@ -219,6 +228,9 @@ class Runner:
         return ctx
 
     def _pooling_type(self) -> int:
+        chosen = POOLING.get(self.cfg.pooling or "")
+        if chosen is not None:
+            return chosen
         arch = _meta(self.model, "general.architecture") or ""
         raw = _meta(self.model, f"{arch}.pooling_type")
         if raw is not None and raw.isdigit() and int(raw) > 0:
@@ -231,7 +243,8 @@ class Runner:
         eos = int(lc.llama_vocab_eos(self.vocab))
         desc = ctypes.create_string_buffer(256)
         lc.llama_model_desc(self.model, desc, ctypes.sizeof(desc))
-        pooling = {1: "mean", 2: "cls", 3: "last", 4: "rank"}.get(self._pooling_type(), "mean")
+        names = {v: k for k, v in POOLING.items()} | {4: "rank"}
+        pooling = names.get(self._pooling_type(), "mean")
         return ModelInfo(
             path=self.cfg.model_path,
             n_ctx=self.n_ctx,
@@ -247,7 +260,13 @@ class Runner:
             description=desc.value.decode("utf-8", errors="replace"),
             offload=self.offload,
             warnings=tuple(self.warnings),
+            fim=FimTokens(*(self._token_or_none(f(self.vocab)) for f in FIM_GETTERS)),
+            n_batch=self.n_batch,
+            bos=bos if bos >= 0 else None,
         )
+
+    def _token_or_none(self, token: int) -> int | None:
+        return token if 0 <= token < self.n_vocab else None
 
     # -- tokens ------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
@@ -349,7 +368,8 @@ class Runner:
         return np.ctypeslib.as_array(ptr, (self.n_vocab,))
 
     # -- embeddings --------------------------------------------------------------
-    def embed(self, tokens: list[int]) -> list[float]:
+    def embed(self, tokens: list[int]) -> list[list[float]]:
+        """The input's embedding, normalized: one vector, or one per token with pooling none."""
         if self._embed_ctx is None:
             size = min(self.n_ctx, EMBED_CTX_CAP)
             self._embed_ctx = self._new_context(size, size, 1, embeddings=True)
@@ -357,6 +377,7 @@ class Runner:
         ctx = self._embed_ctx
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
         n = len(tokens)
+        n_embd = int(lc.llama_model_n_embd(self.model))
         batch = lc.llama_batch_init(n, 0, 1)
         try:
             for k, tok in enumerate(tokens):
@@ -369,20 +390,24 @@ class Runner:
             rc = lc.llama_decode(ctx, batch)
             if rc != 0:
                 raise DecodeError(rc)
-            ptr = lc.llama_get_embeddings_seq(ctx, 0)
-            if not ptr:
+            if self._pooling_type() == POOLING["none"]:
+                ptrs = [lc.llama_get_embeddings_ith(ctx, k) for k in range(n)]
+            else:
+                ptrs = [lc.llama_get_embeddings_seq(ctx, 0)]
+            if not all(ptrs):
                 raise DecodeError(-1)
-            n_embd = int(lc.llama_model_n_embd(self.model))
-            vec = np.ctypeslib.as_array(ptr, (n_embd,)).astype(np.float64)
+            vecs = [np.ctypeslib.as_array(p, (n_embd,)).astype(np.float64) for p in ptrs]
         finally:
             lc.llama_batch_free(batch)
-        norm = float(np.linalg.norm(vec))
-        if norm > 0:
-            vec = vec / norm
-        return [float(x) for x in vec]
+        return [_normalized(v) for v in vecs]
 
     def embed_limit(self) -> int:
         return min(self.n_ctx, EMBED_CTX_CAP)
 
     def close(self) -> None:
         self._stack.close()
+
+
+def _normalized(vec: np.ndarray[Any, np.dtype[np.float64]]) -> list[float]:
+    norm = float(np.linalg.norm(vec))
+    return [float(x) for x in (vec / norm if norm > 0 else vec)]

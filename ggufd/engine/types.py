@@ -140,8 +140,10 @@ class ErrorEvent:
 @dataclass(frozen=True)
 class EmbedResult:
     request_id: str
-    embeddings: tuple[tuple[float, ...], ...]
+    embeddings: tuple[tuple[float, ...], ...]  # one per input (pooled)
     prompt_tokens: int
+    # With pooling none: one vector per token of each input (and `embeddings` is empty).
+    token_embeddings: tuple[tuple[tuple[float, ...], ...], ...] = ()
 
 
 Event = Accepted | PromptLogprobs | TokenEvent | ErrorEvent | EmbedResult
@@ -170,6 +172,35 @@ class Offload:
 
 
 @dataclass(frozen=True)
+class FimTokens:
+    """A vocabulary's fill-in-the-middle tokens (None where it has none)."""
+
+    pre: int | None = None
+    suf: int | None = None
+    mid: int | None = None
+    pad: int | None = None
+    rep: int | None = None
+    sep: int | None = None
+
+    @property
+    def missing(self) -> list[str]:
+        """The tokens an infill prompt needs that the vocabulary lacks."""
+        needed = {"FIM_PRE": self.pre, "FIM_SUF": self.suf, "FIM_MID": self.mid}
+        return [name for name, tok in needed.items() if tok is None]
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """One sequence slot, as llama-server's /slots shows it."""
+
+    id: int
+    busy: bool
+    request_id: str | None  # the request running on it
+    n_cached: int  # KV cells it holds (its cached prompt, or the running sequence's)
+    n_prompt: int  # of those, the last request's prompt
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the worker tells the API once its model is loaded."""
 
@@ -187,6 +218,9 @@ class ModelInfo:
     description: str
     offload: Offload | None = None  # where the layers went (None: not reported)
     warnings: tuple[str, ...] = ()  # said once by the API side when the model is ready
+    fim: FimTokens = field(default_factory=FimTokens)
+    n_batch: int = 512
+    bos: int | None = None  # the BOS token id (None: the vocabulary has none)
 
 
 @dataclass(frozen=True)
@@ -206,6 +240,7 @@ class WorkerConfig:
     seed: int = -1
     verbose: bool = False
     embeddings: bool = True
+    pooling: str | None = None  # mean, cls, last or none; None: the model's own
     flash_attn: bool = False
     # Reuse cached prompt prefixes across requests (and share them between slots).
     prompt_cache: bool = True

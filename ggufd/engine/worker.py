@@ -35,6 +35,7 @@ from ggufd.engine.types import (
     GenerateRequest,
     PromptLogprobs,
     RequestPart,
+    SlotState,
     TokenEvent,
     TokenLogprob,
     TopLogprob,
@@ -87,6 +88,7 @@ class Worker:
             key = cache_key(cfg.model_path, runner.n_ctx, runner.kv_size, cfg.flash_attn)
             self.disk = DiskCache(cfg.cache_dir, key + "-" + runner.version)
         self._disk_checked: set[str] = set()
+        self.pooled = cfg.pooling != "none"  # one embedding per input (else one per token)
 
     # -- requests ----------------------------------------------------------------
     def submit(self, req: GenerateRequest) -> None:
@@ -166,6 +168,7 @@ class Worker:
     def embed(self, req: EmbedRequest) -> None:
         r = self.runner
         vectors: list[tuple[float, ...]] = []
+        per_token: list[tuple[tuple[float, ...], ...]] = []
         total = 0
         for i, item in enumerate(req.inputs):
             toks = r.tokenize(item, True, False) if isinstance(item, str) else list(item)
@@ -187,9 +190,13 @@ class Worker:
                 msg = f"input {i} has a token id outside the vocabulary"
                 self.events.append(ErrorEvent(req.id, ErrorKind.INVALID, msg, RequestPart.INPUT))
                 return
-            vectors.append(tuple(r.embed(toks)))
+            found = r.embed(toks)
+            if self.pooled:
+                vectors.append(tuple(found[0]))
+            else:
+                per_token.append(tuple(tuple(v) for v in found))
             total += len(toks)
-        self.events.append(EmbedResult(req.id, tuple(vectors), total))
+        self.events.append(EmbedResult(req.id, tuple(vectors), total, tuple(per_token)))
 
     def tokenize(
         self, query_id: int, text: str, add_special: bool, parse_special: bool
@@ -198,12 +205,26 @@ class Worker:
         pieces = tuple(self.runner.token_bytes(t) for t in tokens)
         return M.TokensReply(query_id, tokens, pieces)
 
-    def detokenize(self, tokens: tuple[int, ...]) -> str | None:
-        """The text of these tokens (special ones as written); None if one is unknown."""
+    def detokenize(self, tokens: tuple[int, ...], special: bool = True) -> str | None:
+        """The text of these tokens (special ones as written, or left out); None if one is
+        outside the vocabulary."""
         r = self.runner
         if any(not 0 <= t < r.n_vocab for t in tokens):
             return None
-        return b"".join(r.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+        piece = r.token_bytes if special else r.piece
+        return b"".join(piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def slot_states(self) -> tuple[SlotState, ...]:
+        return tuple(
+            SlotState(
+                id=s.id,
+                busy=s.seq is not None,
+                request_id=s.seq.request_id if s.seq is not None else None,
+                n_cached=s.n_cells,
+                n_prompt=s.seq.n_prompt if s.seq is not None else s.n_prompt,
+            )
+            for s in self.sched.slots
+        )
 
     def stats(self) -> EngineStats:
         sched = self.sched
@@ -344,7 +365,7 @@ class Worker:
                 finish = FinishReason.STOP
             elif len(seq.tokens) >= act.max_len:
                 finish = FinishReason.LENGTH
-                text += act.detok.finish()
+                text += act.detok.finish(drop_partial=True)
         if not text and finish is None and not lp:
             return
         self.events.append(
@@ -417,8 +438,10 @@ def _handle(worker: Worker, msg: M.ToWorker) -> bool:
             worker.replies.append(M.StatsReply(query_id, worker.stats()))
         case M.TokenizeQuery(query_id, text, add_special, parse_special):
             worker.replies.append(worker.tokenize(query_id, text, add_special, parse_special))
-        case M.DetokenizeQuery(query_id, tokens):
-            worker.replies.append(M.TextReply(query_id, worker.detokenize(tokens)))
+        case M.DetokenizeQuery(query_id, tokens, special):
+            worker.replies.append(M.TextReply(query_id, worker.detokenize(tokens, special)))
+        case M.SlotsQuery(query_id):
+            worker.replies.append(M.SlotsReply(query_id, worker.slot_states()))
         case M.Stop():
             return False
     return True

@@ -30,6 +30,7 @@ from ggufd.engine.types import (
     FinishReason,
     GenerateRequest,
     ModelInfo,
+    SlotState,
     TokenEvent,
 )
 
@@ -163,8 +164,12 @@ class FakeEngine:
         tokens = tuple(ord(c) % 100 for c in text)
         return tokens, tuple(c.encode() for c in text)
 
-    async def detokenize(self, tokens: tuple[int, ...]) -> str | None:
+    async def detokenize(self, tokens: tuple[int, ...], special: bool = True) -> str | None:
         return None if any(not 0 <= t < 100 for t in tokens) else "".join(map(chr, tokens))
+
+    async def slots(self) -> tuple[SlotState, ...]:
+        n = self.info.parallel if self.info is not None else 0
+        return tuple(SlotState(i, False, None, 0, 0) for i in range(n))
 
 
 class GatedEngine(FakeEngine):

@@ -24,7 +24,7 @@ def test_config_example_loads_as_documented(tmp_path: Path) -> None:
     path = tmp_path / "ggufd.yaml"
     path.write_text(block_after("config-example", "yaml"))
     settings = load_settings({"config_file": str(path)})
-    assert (settings.host, settings.port, settings.max_loaded_models) == ("0.0.0.0", 8080, 2)
+    assert (settings.host, settings.port, settings.max_loaded_models) == (["0.0.0.0"], 8080, 2)
     coder, chat, embed = settings.model_entries()
     assert coder.names == ("coder", "local")
     assert (coder.n_ctx, coder.parallel, coder.preload, coder.n_gpu_layers) == (32768, 4, True, -1)

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     settings = load_settings({})
     assert settings.model is None
     assert settings.model_alias is None
-    assert settings.host == "localhost"
+    assert settings.host == ["localhost"]
     assert settings.port == 8080
     assert settings.n_ctx is None
     assert settings.n_gpu_layers == 0
@@ -130,7 +130,7 @@ def test_json_config(tmp_path: Path) -> None:
     path = _write_json(tmp_path, {"port": 9100, "n_ctx": 0, "verbose": False, "host": "0.0.0.0"})
     settings = load_settings({"config_file": path})
     assert (settings.port, settings.n_ctx, settings.verbose) == (9100, 0, False)
-    assert settings.host == "0.0.0.0"
+    assert settings.host == ["0.0.0.0"]
     assert settings.config_file == path
 
 
@@ -163,7 +163,7 @@ def test_llama_cpp_server_config(tmp_path: Path) -> None:
         ],
     }
     settings = load_settings({"config_file": _write_json(tmp_path, config), "n_batch": 64})
-    assert (settings.host, settings.port) == ("0.0.0.0", 9300)
+    assert (settings.host, settings.port) == (["0.0.0.0"], 9300)
     a, b = settings.model_entries()
     assert (a.model, a.model_id, a.names) == ("/models/a.gguf", "a", ("a",))
     assert (a.n_ctx, a.n_gpu_layers, a.chat_format) == (4096, -1, "chatml")
@@ -387,3 +387,9 @@ def test_queue_cap_and_timeout_are_per_model(tmp_path: Path) -> None:
 def test_request_timeout_reaches_the_engine_client(tmp_path: Path) -> None:
     entry = ModelSettings(model=str(tmp_path / "m.gguf"), request_timeout_s=7.5)
     assert service_factory(False)(entry).engine.request_timeout_s == 7.5
+
+
+def test_several_hosts() -> None:
+    """--host may be repeated (or given with commas) to listen on several addresses."""
+    assert load_settings({"host": ["127.0.0.1", "::1"]}).host == ["127.0.0.1", "::1"]
+    assert load_settings({"host": "127.0.0.1,::1"}).host == ["127.0.0.1", "::1"]

@@ -167,3 +167,17 @@ def test_matched_is_none_without_stop_strings() -> None:
     det.add(b"any </s> text")
     det.finish()
     assert det.matched is None and not det.stopped
+
+
+def test_a_character_cut_short_is_dropped_when_asked() -> None:
+    """A reply cut by max_tokens in the middle of a multi-byte character ends before it
+    (as llama-server's streams do), instead of with U+FFFD."""
+    euro = "€".encode()  # 3 bytes
+    d = Detokenizer()
+    assert d.add(b"ok " + euro[:2]) == "ok "
+    assert d.finish(drop_partial=True) == ""
+    kept = Detokenizer()
+    kept.add(b"ok " + euro[:2])
+    assert kept.finish() == "\ufffd"
+    whole = Detokenizer()
+    assert whole.add(b"a" + euro) == "a€" and whole.finish(drop_partial=True) == ""

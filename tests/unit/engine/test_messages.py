@@ -42,6 +42,7 @@ from ggufd.engine.types import (
     PromptLogprobs,
     RequestPart,
     SamplingParams,
+    SlotState,
     TokenEvent,
     TokenLogprob,
     TopLogprob,
@@ -88,6 +89,7 @@ TO_WORKER: list[M.ToWorker] = [
     M.StatsQuery(3),
     M.TokenizeQuery(4, "héllo <|x|>", True, False),
     M.DetokenizeQuery(5, (1, 2, 3)),
+    M.SlotsQuery(6),
     M.Stop(),
 ]
 FROM_WORKER: list[M.FromWorker] = [
@@ -109,6 +111,7 @@ FROM_WORKER: list[M.FromWorker] = [
     M.TokensReply(4, (1, 104, 195), (b"<s>", b"h", b"\xc3")),
     M.TextReply(5, "hi"),
     M.TextReply(6, None),
+    M.SlotsReply(7, (SlotState(0, True, "a", 12, 9), SlotState(1, False, None, 30, 28))),
 ]
 
 
@@ -165,7 +168,9 @@ def test_match_tells_messages_apart() -> None:
                 M.StatsQuery(query_id)
                 | M.StatsReply(query_id, _)
                 | M.TokenizeQuery(query_id, _, _, _)
-                | M.DetokenizeQuery(query_id, _)
+                | M.DetokenizeQuery(query_id, _, _)
+                | M.SlotsQuery(query_id)
+                | M.SlotsReply(query_id, _)
                 | M.TokensReply(query_id, _, _)
                 | M.TextReply(query_id, _)
             ):
@@ -189,6 +194,7 @@ def test_match_tells_messages_apart() -> None:
         "statsquery 3",
         "tokenizequery 4",
         "detokenizequery 5",
+        "slotsquery 6",
         "stop",
     ]
     assert [name(m) for m in FROM_WORKER] == [
@@ -200,6 +206,7 @@ def test_match_tells_messages_apart() -> None:
         "tokensreply 4",
         "textreply 5",
         "textreply 6",
+        "slotsreply 7",
     ]
 
 
@@ -282,7 +289,21 @@ def test_handle_tokenize_and_detokenize_queries(scripted: dict[int, list[int]]) 
     assert tokens == M.TokensReply(7, (BOS, 104, 195, 169), (b"<s>", b"h", b"\xc3", b"\xa9"))
     assert text == M.TextReply(8, "<s>hé")
     assert unknown == M.TextReply(9, None)
+    assert _handle(w, M.DetokenizeQuery(10, (BOS, *b"hi"), special=False))
+    assert w.drain_replies() == [M.TextReply(10, "hi")]
     assert w.drain_events() == []
+
+
+def test_handle_slots_query(scripted: dict[int, list[int]]) -> None:
+    w = make_worker(parallel=2)
+    _handle(w, M.Submit((gen("a"),)))
+    w.step()
+    assert _handle(w, M.SlotsQuery(3))
+    ((reply),) = w.drain_replies()
+    assert isinstance(reply, M.SlotsReply) and reply.query_id == 3
+    busy = [s for s in reply.slots if s.busy]
+    assert len(reply.slots) == 2 and [s.request_id for s in busy] == ["a"]
+    assert busy[0].n_prompt > 0
 
 
 def test_handle_stop_says_stop(scripted: dict[int, list[int]]) -> None:

@@ -28,7 +28,7 @@ def members(protocol: type) -> set[str]:
 def test_the_protocol_names_what_the_core_uses() -> None:
     assert members(Engine) == {
         "state", "info", "error", "last_active", "busy", "start", "stop", "new_id",
-        "submit_group", "embed", "stats", "tokenize", "detokenize",
+        "submit_group", "embed", "stats", "tokenize", "detokenize", "slots",
     }  # fmt: skip
     assert members(RequestStream) == {"stats", "aclose", "__aiter__", "__anext__"}
 

@@ -102,8 +102,8 @@ class FakeRunner:
         out[(tok + 2) % self.n_vocab] = 2.0
         return out
 
-    def embed(self, tokens: list[int]) -> list[float]:
-        return [float(len(tokens)), 1.0]
+    def embed(self, tokens: list[int]) -> list[list[float]]:
+        return [[float(len(tokens)), 1.0]]
 
     def embed_limit(self) -> int:
         return 8
