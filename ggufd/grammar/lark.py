@@ -8,7 +8,8 @@ translates the subset such grammars use into GBNF: :func:`lark_to_gbnf` and
 value is such a text, as a JSON encoder writes it (``"`` as ``\\"``, a newline as ``\\n``...).
 
 The grammar is read as a context-free grammar over characters whose terminals are regular
-languages (no lexer: ``%ignore``, priorities and lexer ambiguities have no meaning here).
+languages: there is no lexer, so priorities and lexer ambiguities play no part, and
+``%ignore`` cannot be expressed.
 Supported: rules (``name: ...``, with ``?``/``!`` modifiers) and terminals (``NAME: ...``),
 priorities (ignored), ``|`` (also on continuation lines), sequences, ``( )``, ``[ ]``,
 ``?``, ``*``, ``+``, ``~ n`` and ``~ n..m``, string literals with Lark's escapes and the
@@ -580,12 +581,16 @@ class _Analysis:
         self.names = names
         self.empty: dict[str, bool] = dict.fromkeys(names, False)
         self.regex_empty: dict[str, bool] = {}
-        changed = True
-        while changed:
-            changed = False
-            for name in names:
-                if not self.empty[name] and self.nullable(defs[name].body):
-                    self.empty[name] = changed = True
+        users: dict[str, set[str]] = {name: set() for name in names}
+        for name in names:
+            for ref in _refs(defs[name].body):
+                users[ref.name].add(name)
+        todo = list(reversed(names))
+        while todo:  # a rule is checked again only when one it uses turns out nullable
+            name = todo.pop()
+            if not self.empty[name] and self.nullable(defs[name].body):
+                self.empty[name] = True
+                todo.extend(users[name])
 
     def nullable(self, node: _Node) -> bool:
         if isinstance(node, _Lit):
@@ -625,29 +630,30 @@ class _Analysis:
             yield from self.first(node.item)
 
     def check_left_recursion(self) -> None:
-        state: dict[str, int] = {}
-        path: list[str] = []
-
-        def visit(name: str) -> None:
-            state[name] = 1
-            path.append(name)
-            for nxt in dict.fromkeys(self.first(self.defs[name].body)):
-                mark = state.get(nxt, 0)
-                if mark == 1:
+        """LarkError for a rule that can reach itself before reading a character."""
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for top in self.names:
+            if top in state:
+                continue
+            state[top] = 1
+            path = [top]
+            stack = [iter(dict.fromkeys(self.first(self.defs[top].body)))]
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    stack.pop()
+                    state[path.pop()] = 2
+                elif state.get(nxt) == 1:
                     cycle = [*path[path.index(nxt) :], nxt]
                     raise LarkError(
                         "left recursion is not supported (llama.cpp's grammar engine cannot "
                         f"run it): {' -> '.join(_display(n) for n in cycle)}; rewrite it with "
                         "repetition, e.g. 'list: item (\",\" item)*'"
                     )
-                if mark == 0:
-                    visit(nxt)
-            path.pop()
-            state[name] = 2
-
-        for name in self.names:
-            if state.get(name, 0) == 0:
-                visit(name)
+                elif nxt not in state:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append(iter(dict.fromkeys(self.first(self.defs[nxt].body))))
 
     def check_repetitions(self) -> None:
         for name in self.names:

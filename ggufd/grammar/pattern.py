@@ -183,9 +183,9 @@ class PatternConverter:
             branches.append(self.concat())
         if len(branches) == 1:
             return branches[0] or '""', 1
-        filled = list(dict.fromkeys(b for b in branches if b))
-        if len(filled) == len(branches):
+        if all(branches):
             return " | ".join(branches), len(branches)
+        filled = list(dict.fromkeys(b for b in branches if b))
         # An empty branch makes the others optional: written as "| """ it would be an empty
         # alternative, and llama.cpp refuses to repeat ("(a|)*") a rule that has one.
         if not filled:

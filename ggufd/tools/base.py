@@ -335,7 +335,8 @@ class Dialect(ABC):
 
         Exactly one call, or with ``parallel`` 1 to :data:`MAX_PARALLEL_CALLS`, written as
         :meth:`format_calls` writes them (JSON whitespace aside), each tool's ``parameters``
-        schema constraining its arguments. Raises
+        schema constraining its arguments (a free-form tool's ``grammar`` its input, where
+        :func:`ggufd.tools.grammar.free_form_grammar` can translate it). Raises
         :class:`~ggufd.grammar.gbnf.SchemaError` when a schema cannot be converted or a
         tool's name cannot be written in this dialect.
         """

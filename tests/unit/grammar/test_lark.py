@@ -232,10 +232,22 @@ def test_regex_formats(oracle: Oracle) -> None:
     assert not oracle.accepts(content, 'say "hi"') and not oracle.accepts(content, 'say \\"\\"')
 
 
-def test_regex_repeating_an_empty_alternative_compiles(oracle: Oracle) -> None:
-    gbnf = regex_to_gbnf("(a|)*b")
+def test_regex_alternatives(oracle: Oracle) -> None:
+    gbnf = regex_to_gbnf("(a|)*b")  # not "a" | "": llama.cpp refuses to repeat that
     assert oracle.accepts(gbnf, "aab") and oracle.accepts(gbnf, "b")
     assert not oracle.accepts(gbnf, "ab a")
+    same = regex_to_gbnf("a|a|b")
+    assert oracle.accepts(same, "a") and oracle.accepts(same, "b")
+    assert not oracle.accepts(same, "")
+
+
+def test_long_chains_of_rules(oracle: Oracle) -> None:
+    n = 3000
+    rules = "".join(f"r{i}: r{i + 1}\n" for i in range(1, n))
+    gbnf = lark_to_gbnf(f'start: r1 "!"\n{rules}r{n}: "a" |\n')
+    assert oracle.accepts(gbnf, "a!") and oracle.accepts(gbnf, "!")
+    with pytest.raises(LarkError, match="left recursion"):
+        lark_to_gbnf(f'start: r1 "!"\n{rules}r{n}: "a" | r1 "b"\n')
 
 
 @pytest.mark.parametrize("pattern", ["(?=a)b", "[", "a\\1", "a|^b"])
