@@ -25,6 +25,8 @@ class Origin(str, Enum):
     GRAMMAR = "grammar"  # a raw GBNF grammar
     LOGIT_BIAS = "logit_bias"
     INPUT = "input"  # embedding inputs
+    TOKENS = "tokens"  # token ids to turn back into text
+    SUFFIX = "suffix"  # the code after the cursor (fill in the middle)
     N = "n"  # the number of choices
 
 

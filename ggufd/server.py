@@ -76,6 +76,7 @@ def service_factory(verbose: bool, make_engine: EngineFactory | None = None) -> 
             embedding=entry.embedding or entry.embedding_only,
             embedding_only=entry.embedding_only,
             max_tokens_limit=entry.max_tokens_limit,
+            default_stop=tuple(entry.stop),
         )
 
     return build
@@ -137,9 +138,7 @@ def listen_sockets(hosts: list[str], port: int) -> list[socket.socket] | None:
     bound: list[socket.socket] = []
     try:
         for host in hosts:
-            infos = socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, kind, proto, _, addr = infos[0]
             sock = socket.socket(family, kind, proto)
             bound.append(sock)

@@ -179,6 +179,11 @@ class ModelFields(BaseModel):
         default=True,
         description="Serve /v1/embeddings (accepted for llama_cpp.server compatibility).",
     )
+    stop: StrList = Field(
+        default_factory=list,
+        description="Stop strings for requests that give none (an Ollama store's params "
+        "layer sets them).",
+    )
     pooling: Literal["mean", "cls", "last", "none"] | None = Field(
         default=None,
         description="How embeddings pool token vectors: mean, cls, last, or none (one "

@@ -23,6 +23,8 @@ from ggufd.api.admin import router as admin_router
 from ggufd.api.anthropic.routes import router as anthropic_router
 from ggufd.api.auth import install_access
 from ggufd.api.limits import install_limits
+from ggufd.api.llama_server.routes import extras as extras_router
+from ggufd.api.llama_server.routes import router as llama_server_router
 from ggufd.api.metrics import install_observability
 from ggufd.api.openai.routes import router as openai_router
 from ggufd.api.responses.routes import router as responses_router
@@ -75,6 +77,8 @@ def create_app(
     app.include_router(openai_router)
     app.include_router(anthropic_router)
     app.include_router(responses_router)
+    app.include_router(llama_server_router)
+    app.include_router(extras_router)
     app.include_router(admin_router)
     install_limits(app, settings)  # body size (413) and the end-of-request hook, inside
     install_access(app, settings)  # keys and CORS, inside the request log and metrics,

@@ -26,15 +26,24 @@ from ggufd.api.errors import (
     openai_error,
     validation_param,
 )
+from ggufd.api.llama_server import errors as llama_server
+from ggufd.api.shapes import ErrorShape
 from ggufd.errors import ServingError
 
 log = logging.getLogger("ggufd.api")
 
 
+SHAPES: tuple[ErrorShape, ...] = (llama_server.SHAPE,)
+
+
 def error_response(scope: Scope, err: APIError) -> Response:
     """The error in the shape of the API the request's path belongs to."""
-    if anthropic.is_anthropic(get_route_path(scope)):
+    path = get_route_path(scope)
+    if anthropic.is_anthropic(path):
         return anthropic.from_api_error(err)
+    for shape in SHAPES:
+        if shape.matches(path):
+            return shape.from_api_error(err)
     return err.response()
 
 

@@ -98,6 +98,7 @@ def anthropic_card(m: PooledModel) -> dict[str, Any]:
 
 
 @router.get("/v1/models", tags=["models"], response_model=None, responses=docs.MODELS)
+@router.get("/models", response_model=None, include_in_schema=False)
 async def list_models(request: Request) -> dict[str, Any]:
     """OpenAI's list; Anthropic's when the request carries `anthropic-version`."""
     models = _pool(request).models
@@ -111,6 +112,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get(
     "/v1/models/{model_id:path}", tags=["models"], response_model=None, responses=docs.MODEL
 )
+@router.get("/models/{model_id:path}", response_model=None, include_in_schema=False)
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     anthropic = "anthropic-version" in request.headers
     for m in _pool(request).models:

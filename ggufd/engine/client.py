@@ -479,9 +479,9 @@ class EngineClient:
         assert isinstance(reply, M.TextReply)
         return reply.text
 
-    async def slots(self) -> tuple[SlotState, ...]:
+    async def slots(self, with_text: bool = False) -> tuple[SlotState, ...]:
         """Each sequence slot's state (answered between two steps)."""
-        reply = await self._query(M.SlotsQuery)
+        reply = await self._query(M.SlotsQuery, with_text)
         assert isinstance(reply, M.SlotsReply)
         return reply.slots
 

@@ -2,9 +2,10 @@
 
 Each message is a frozen dataclass; both ends dispatch on its type (``match``). To the
 worker: :class:`Submit` (requests admitted in the same step), :class:`Abort`,
-:class:`Embed`, the queries :class:`StatsQuery`, :class:`TokenizeQuery` and
-:class:`DetokenizeQuery`, :class:`SlotsQuery`, and :class:`Stop`. From the worker: :class:`Ready` once
-the model is loaded (or :class:`Failed`), :class:`Events` once per loop iteration,
+:class:`Embed`, the queries :class:`StatsQuery`, :class:`TokenizeQuery`,
+:class:`DetokenizeQuery` and :class:`SlotsQuery`, and :class:`Stop`. From the worker:
+:class:`Ready` once the model is loaded (or :class:`Failed`), :class:`Events` once per
+loop iteration,
 :class:`Started` naming the requests a step places on a slot (sent before that step's
 decode, so a crash inside it tells running requests from waiting ones), and the replies
 to queries answered between two steps: :class:`StatsReply`, :class:`TokensReply`,
@@ -64,6 +65,7 @@ class DetokenizeQuery:
 @dataclass(frozen=True)
 class SlotsQuery:
     query_id: int
+    with_prompts: bool = False  # each slot's cached text too (--log_prompts)
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,7 @@ class Stop:
     pass
 
 
-ToWorker = (
-    Submit | Abort | Embed | StatsQuery | TokenizeQuery | DetokenizeQuery | SlotsQuery | Stop
-)
+ToWorker = Submit | Abort | Embed | StatsQuery | TokenizeQuery | DetokenizeQuery | SlotsQuery | Stop
 
 
 # -- from the worker --------------------------------------------------------------------

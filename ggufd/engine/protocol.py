@@ -83,5 +83,5 @@ class Engine(Protocol):
     async def detokenize(self, tokens: tuple[int, ...], special: bool = True) -> str | None:
         """The tokens' text; None when one is outside the vocabulary."""
 
-    async def slots(self) -> tuple[SlotState, ...]:
+    async def slots(self, with_text: bool = False) -> tuple[SlotState, ...]:
         """Each sequence slot's state."""

@@ -87,6 +87,7 @@ class TopLogprob:
     token: str
     logprob: float
     bytes: tuple[int, ...]
+    id: int = -1  # the token id
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class TokenLogprob:
     logprob: float | None
     bytes: tuple[int, ...]
     top: tuple[TopLogprob, ...] = ()
+    id: int = -1  # the token id
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class SlotState:
     request_id: str | None  # the request running on it
     n_cached: int  # KV cells it holds (its cached prompt, or the running sequence's)
     n_prompt: int  # of those, the last request's prompt
+    text: str | None = None  # the text of those cells, when asked for
 
 
 @dataclass(frozen=True)

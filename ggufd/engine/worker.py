@@ -214,7 +214,7 @@ class Worker:
         piece = r.token_bytes if special else r.piece
         return b"".join(piece(t) for t in tokens).decode("utf-8", errors="replace")
 
-    def slot_states(self) -> tuple[SlotState, ...]:
+    def slot_states(self, with_text: bool = False) -> tuple[SlotState, ...]:
         return tuple(
             SlotState(
                 id=s.id,
@@ -222,6 +222,7 @@ class Worker:
                 request_id=s.seq.request_id if s.seq is not None else None,
                 n_cached=s.n_cells,
                 n_prompt=s.seq.n_prompt if s.seq is not None else s.n_prompt,
+                text=self.detokenize(tuple(s.known)) if with_text else None,
             )
             for s in self.sched.slots
         )
@@ -390,13 +391,13 @@ class Worker:
 
     def _top(self, tok: int, value: float) -> TopLogprob:
         b = self.runner.piece(tok) or self.runner.token_text(tok).encode()
-        return TopLogprob(b.decode("utf-8", errors="replace"), value, tuple(b))
+        return TopLogprob(b.decode("utf-8", errors="replace"), value, tuple(b), tok)
 
     def _token_logprob(
         self, tok: int, value: float | None, top: tuple[TopLogprob, ...]
     ) -> TokenLogprob:
         b = self.runner.piece(tok) or self.runner.token_text(tok).encode()
-        return TokenLogprob(b.decode("utf-8", errors="replace"), value, tuple(b), top)
+        return TokenLogprob(b.decode("utf-8", errors="replace"), value, tuple(b), top, tok)
 
     def _prompt_logprobs(self, act: Active, item: BatchItem, start: int) -> None:
         seq, n_top = act.seq, act.req.logprobs or 0
@@ -440,8 +441,8 @@ def _handle(worker: Worker, msg: M.ToWorker) -> bool:
             worker.replies.append(worker.tokenize(query_id, text, add_special, parse_special))
         case M.DetokenizeQuery(query_id, tokens, special):
             worker.replies.append(M.TextReply(query_id, worker.detokenize(tokens, special)))
-        case M.SlotsQuery(query_id):
-            worker.replies.append(M.SlotsReply(query_id, worker.slot_states()))
+        case M.SlotsQuery(query_id, with_prompts):
+            worker.replies.append(M.SlotsReply(query_id, worker.slot_states(with_prompts)))
         case M.Stop():
             return False
     return True

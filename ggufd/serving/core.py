@@ -13,9 +13,9 @@ adapter writes as JSON or as its stream format. Errors are domain errors (ggufd/
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ggufd.chat.reasoning import prompt_opens_thinking
 from ggufd.engine.protocol import EngineError
@@ -25,14 +25,30 @@ from ggufd.engine.types import (
     GenerateRequest,
     RequestPart,
     SamplingParams,
+    SlotState,
 )
 from ggufd.errors import InvalidRequest, ModelUnavailable, Origin
 from ggufd.grammar.json_schema import SchemaError, json_value_gbnf, schema_to_gbnf
 from ggufd.pool import ModelPool, Release
+from ggufd.serving.infill import (
+    CHUNK_SEPARATOR,
+    CURRENT_FILE,
+    REPO_NAME,
+    InfillParts,
+    infill_tokens,
+)
 from ggufd.serving.model import ModelService
 from ggufd.serving.record import RequestRecord
 from ggufd.serving.reply import Origins, ParseSpec, Reply, failure, open_streams
-from ggufd.serving.types import ChatRequest, EmbedInputs, Generation, TextRequest, tool_template
+from ggufd.serving.types import (
+    ChatRequest,
+    EmbedInputs,
+    Generation,
+    InfillRequest,
+    JsonFormat,
+    TextRequest,
+    tool_template,
+)
 from ggufd.tools.base import Dialect
 
 AtEnd = Callable[[Release], None]  # registers a callback run once the HTTP response ended
@@ -55,6 +71,14 @@ class Embeddings:
     model: str
     vectors: tuple[tuple[float, ...], ...]
     prompt_tokens: int
+    token_vectors: tuple[tuple[tuple[float, ...], ...], ...] = ()  # per_token requests
+
+
+@dataclass(frozen=True)
+class Tokens:
+    model: str
+    ids: tuple[int, ...]
+    pieces: tuple[bytes, ...]
 
 
 def chat_grammar(req: ChatRequest, dialect: Dialect) -> tuple[str, Origin] | None:
@@ -66,21 +90,59 @@ def chat_grammar(req: ChatRequest, dialect: Dialect) -> tuple[str, Origin] | Non
         except SchemaError as e:
             msg = f"the forced tool call cannot be constrained: {e}"
             raise InvalidRequest(msg, Origin.TOOLS) from e
-    fmt = req.response_format
-    if fmt is not None:
-        schema = fmt.schema
-        if schema is None or schema is True or schema == {}:
-            return json_value_gbnf(), Origin.FORMAT
-        try:
-            return schema_to_gbnf(
-                schema if isinstance(schema, bool) else dict(schema)
-            ), Origin.FORMAT
-        except SchemaError as e:
-            msg = f"response_format's schema is not supported: {e}"
-            raise InvalidRequest(msg, Origin.FORMAT) from e
+    if req.response_format is not None:
+        return format_grammar(req.response_format), Origin.FORMAT
     if req.grammar is not None:
         return req.grammar, Origin.GRAMMAR
     return None
+
+
+def format_grammar(fmt: JsonFormat) -> str:
+    """The GBNF of a JSON format: its schema's, or any JSON value's."""
+    schema = fmt.schema
+    if schema is None or schema is True or schema == {}:
+        return json_value_gbnf()
+    try:
+        return schema_to_gbnf(schema if isinstance(schema, bool) else dict(schema))
+    except SchemaError as e:
+        msg = f"response_format's schema is not supported: {e}"
+        raise InvalidRequest(msg, Origin.FORMAT) from e
+
+
+def text_grammar(req: TextRequest) -> tuple[str, Origin] | None:
+    """(GBNF, the request part it comes from) a text reply must match, or None."""
+    if req.response_format is not None:
+        return format_grammar(req.response_format), Origin.FORMAT
+    if req.grammar is not None:
+        return req.grammar, Origin.GRAMMAR
+    return None
+
+
+T = TypeVar("T")
+
+
+async def _engine_call(call: Awaitable[T]) -> T:
+    """An engine query; an engine that is not running is an unavailable model."""
+    try:
+        return await call
+    except EngineError as e:
+        raise ModelUnavailable(str(e)) from e
+
+
+def _pooling_mismatch(per_token: bool) -> str:
+    if per_token:
+        return (
+            "this model is served with --pooling none (one vector per token): OpenAI's "
+            "embeddings need one per input; use --pooling mean, or llama-server's /embeddings"
+        )
+    return "one vector per token needs the model served with --pooling none"
+
+
+def _with_default_stop(gen: Generation, model: ModelService) -> Generation:
+    """The model's default stop strings (its settings) for a request that gives none."""
+    if gen.stop or not model.default_stop:
+        return gen
+    return dataclasses.replace(gen, stop=model.default_stop)
 
 
 def _seeded(sampling: SamplingParams, index: int) -> SamplingParams:
@@ -124,7 +186,7 @@ class Serving:
                 split_reasoning=split,
                 starts_inside=split and prompt_opens_thinking(prompt),
             )
-            gen = req.generation
+            gen = _with_default_stop(req.generation, model)
             template_stop = tuple(s for s in model.template.stop if s not in gen.stop)
             rid = model.engine.new_id(id_prefix)
             reqs = [
@@ -153,10 +215,7 @@ class Serving:
             model.check_generates()
             prompt = self._prompt(model, req)
             rec.prompt = prompt
-            try:
-                tokens, _ = await model.engine.tokenize(prompt, True, True)
-            except EngineError as e:
-                raise ModelUnavailable(str(e)) from e
+            tokens, _ = await _engine_call(model.engine.tokenize(prompt, True, True))
             return len(tokens)
 
     async def complete(
@@ -164,7 +223,8 @@ class Serving:
     ) -> Reply:
         async with self.pool.use(req.model, at_end) as model:
             self._admitted(rec, model, req.stream, req.n)
-            gen = req.generation
+            gen = _with_default_stop(req.generation, model)
+            grammar = text_grammar(req)
             rid = model.engine.new_id(id_prefix)
             reqs = [
                 _engine_request(
@@ -176,18 +236,25 @@ class Serving:
                     stop=gen.stop,
                     echo=req.echo,
                     parse_special=False,
-                    grammar=req.grammar,
+                    grammar=grammar[0] if grammar else None,
                 )
                 for p, prompt in enumerate(req.prompts)
                 for i in range(req.n)
             ]
             prompts = list(req.prompts)
-            return await self._open(model, rec, rid, prompts, reqs, None, TEXT_ORIGINS, req.n)
+            origins = dict(TEXT_ORIGINS)
+            if grammar is not None:
+                origins[RequestPart.GRAMMAR] = grammar[1]
+            return await self._open(model, rec, rid, prompts, reqs, None, origins, req.n)
 
     async def embed(self, req: EmbedInputs, rec: RequestRecord, at_end: AtEnd | None) -> Embeddings:
         async with self.pool.use(req.model, at_end) as model:
             rec.model, rec.stream = model.model_id, None
             model.check_embeds()
+            info = model.engine.info
+            per_token = info is not None and info.pooling == "none"
+            if req.per_token is not None and per_token != req.per_token:
+                raise InvalidRequest(_pooling_mismatch(per_token), Origin.INPUT)
             er = EmbedRequest(model.engine.new_id("embd"), req.inputs)
             rec.request_id, rec.prompt = er.id, er.inputs
             try:
@@ -197,7 +264,85 @@ class Serving:
         if isinstance(result, ErrorEvent):
             raise failure(result, EMBED_ORIGINS)
         rec.embed_tokens = result.prompt_tokens
-        return Embeddings(model.model_id, result.embeddings, result.prompt_tokens)
+        return Embeddings(
+            model.model_id, result.embeddings, result.prompt_tokens, result.token_embeddings
+        )
+
+    async def tokenize(
+        self, name: str | None, text: str, add_special: bool, parse_special: bool
+    ) -> Tokens:
+        async with self.pool.use(name, None) as model:
+            ids, pieces = await _engine_call(
+                model.engine.tokenize(text, add_special, parse_special)
+            )
+            return Tokens(model.model_id, ids, pieces)
+
+    async def detokenize(self, name: str | None, ids: tuple[int, ...], special: bool) -> str:
+        async with self.pool.use(name, None) as model:
+            text = await _engine_call(model.engine.detokenize(ids, special))
+        if text is None:
+            raise InvalidRequest("a token id is outside the vocabulary", Origin.TOKENS)
+        return text
+
+    async def slots(self, name: str | None, with_text: bool) -> tuple[str, tuple[SlotState, ...]]:
+        """The model's id and each of its sequence slots (their cached text, if asked)."""
+        async with self.pool.use(name, None) as model:
+            return model.model_id, await _engine_call(model.engine.slots(with_text))
+
+    async def render(self, req: ChatRequest) -> str:
+        """The prompt chat() would give the model for this request."""
+        async with self.pool.use(req.model, None) as model:
+            return self._prompt(model, req)
+
+    async def infill(
+        self, req: InfillRequest, rec: RequestRecord, at_end: AtEnd | None, id_prefix: str
+    ) -> Reply:
+        """Fill in the middle, with the model's own FIM tokens."""
+        async with self.pool.use(req.model, at_end) as model:
+            self._admitted(rec, model, req.stream, 1)
+            info = model.engine.info
+            assert info is not None
+            if info.fim.missing:
+                msg = (
+                    f"model {model.model_id} cannot fill in the middle: its vocabulary has no "
+                    f"{', '.join(info.fim.missing)} token (use a code model that has them)"
+                )
+                raise InvalidRequest(msg, Origin.SUFFIX)
+            tokens = await self._infill_tokens(model, req)
+            gen = req.generation
+            rid = model.engine.new_id(id_prefix)
+            one = _engine_request(
+                f"{rid}-0",
+                tuple(tokens),
+                gen,
+                0,
+                max_tokens=model.token_cap(gen.max_tokens),
+                stop=gen.stop,
+                parse_special=False,
+            )
+            return await self._open(model, rec, rid, req.prefix, [one], None, TEXT_ORIGINS, 1)
+
+    @staticmethod
+    async def _infill_tokens(model: ModelService, req: InfillRequest) -> list[int]:
+        info = model.engine.info
+        assert info is not None
+
+        async def ids(text: str) -> list[int]:
+            found, _ = await _engine_call(model.engine.tokenize(text, False, False))
+            return list(found)
+
+        parts = InfillParts(
+            prefix=await ids(req.prefix),
+            suffix=await ids(req.suffix),
+            prompt=await ids(req.prompt) if req.prompt else [],
+            extra=[(await ids(name + "\n"), await ids(text)) for name, text in req.extra],
+            repo=await ids(REPO_NAME),
+            current_file=await ids(CURRENT_FILE),
+            chunk_separator=await ids(CHUNK_SEPARATOR),
+        )
+        n_predict = req.generation.max_tokens or 0
+        bos = info.bos if info.add_bos else None
+        return infill_tokens(parts, info.fim, info.n_batch, n_predict, info.n_ctx, bos)
 
     # -- steps shared by the generation flows ---------------------------------------
     @staticmethod

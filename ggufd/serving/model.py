@@ -31,6 +31,7 @@ class ModelService:
     embedding: bool = True  # serve /v1/embeddings
     embedding_only: bool = False  # serve nothing else
     max_tokens_limit: int | None = None  # --max_tokens_limit: replies are held to this
+    default_stop: tuple[str, ...] = ()  # stop strings for requests that give none
     created: int = field(default_factory=lambda: int(time.time()))
     _template: ChatTemplate | None = None
 

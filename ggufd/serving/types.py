@@ -25,6 +25,7 @@ __all__ = [
     "EmbedInputs",
     "Finish",
     "Generation",
+    "InfillRequest",
     "JsonFormat",
     "Message",
     "PromptScored",
@@ -176,6 +177,20 @@ class TextRequest:
     n: int = 1  # choices per prompt
     echo: bool = False  # the reply starts with the prompt (and its logprobs)
     grammar: str | None = None
+    response_format: JsonFormat | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """Fill in the middle: code before and after the cursor, and other files as context."""
+
+    model: str | None
+    prefix: str
+    suffix: str
+    prompt: str = ""  # text already typed at the cursor
+    extra: tuple[tuple[str, str], ...] = ()  # (file name, text) chunks of context
+    generation: Generation = field(default_factory=Generation)
     stream: bool = False
 
 
@@ -183,6 +198,8 @@ class TextRequest:
 class EmbedInputs:
     model: str | None
     inputs: tuple[str | tuple[int, ...], ...]
+    # True: one vector per token (--pooling none); False: one per input; None: as served
+    per_token: bool | None = False
 
 
 # -- reply events ----------------------------------------------------------------------

@@ -167,7 +167,7 @@ class FakeEngine:
     async def detokenize(self, tokens: tuple[int, ...], special: bool = True) -> str | None:
         return None if any(not 0 <= t < 100 for t in tokens) else "".join(map(chr, tokens))
 
-    async def slots(self) -> tuple[SlotState, ...]:
+    async def slots(self, with_text: bool = False) -> tuple[SlotState, ...]:
         n = self.info.parallel if self.info is not None else 0
         return tuple(SlotState(i, False, None, 0, 0) for i in range(n))
 

@@ -14,6 +14,7 @@ import struct
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from ggufd import __version__
 from ggufd.api.errors import openai_error, sse_error
 from ggufd.engine.types import TokenLogprob
 from ggufd.serving import types as T
@@ -68,8 +69,17 @@ def _completion_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, 
     }
 
 
+FINGERPRINT = f"ggufd-{__version__}"  # system_fingerprint: which server wrote the reply
+
+
 def _head(reply: Reply, obj: str) -> dict[str, Any]:
-    return {"id": reply.id, "object": obj, "created": reply.created, "model": reply.model}
+    return {
+        "id": reply.id,
+        "object": obj,
+        "created": reply.created,
+        "model": reply.model,
+        "system_fingerprint": FINGERPRINT,
+    }
 
 
 def finish_reason(finish: T.Finish, legacy_functions: bool) -> str:

@@ -329,12 +329,24 @@ class CompletionRequest(SamplingFields):
             check_count(v, MAX_PROMPTS, "prompts")
         return v
 
-    @field_validator("suffix")
-    @classmethod
-    def _suffix(cls, v: str | None) -> str | None:
-        if v:
-            raise ValueError("suffix (fill-in-the-middle) is not supported")
-        return v
+    @model_validator(mode="after")
+    def _suffix(self) -> CompletionRequest:
+        """A suffix asks to fill in the middle: of one text prompt, one choice, no echo."""
+        if self.suffix:
+            if not isinstance(self.prompt, str):
+                raise ParamError("suffix", "a suffix needs one text prompt (the code before it)")
+            if self.n != 1 or self.echo:
+                raise ParamError("suffix", "a suffix (fill in the middle) takes n=1 and no echo")
+        return self
+
+    def to_infill(self) -> T.InfillRequest | None:
+        """The fill-in-the-middle request a suffix makes; None without one."""
+        if not self.suffix or not isinstance(self.prompt, str):
+            return None
+        core = self.to_core()
+        return T.InfillRequest(
+            self.model, self.prompt, self.suffix, generation=core.generation, stream=self.stream
+        )
 
     def prompts(self) -> list[str | tuple[int, ...]]:
         p = self.prompt

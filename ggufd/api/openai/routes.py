@@ -1,7 +1,8 @@
 """Route handlers of OpenAI's API: validate, hand the core request to serving, answer.
 
 Each handler converts its body (protocol.py) to the core's request, calls the serving core
-(``app.state.serving``) and writes the reply as JSON or SSE (bodies.py).
+(``app.state.serving``) and writes the reply as JSON or SSE (bodies.py). Each route also
+answers without the /v1 prefix, as llama-server does (clients configured without it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def serving(request: Request) -> Serving:
 
 
 @router.post("/v1/chat/completions", tags=["chat"], response_model=None, responses=docs.CHAT)
+@router.post("/chat/completions", response_model=None, include_in_schema=False)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     rec, end = request_record(request), at_end(request)
     reply = await serving(request).chat(body.to_core(), rec, end, "chatcmpl")
@@ -42,9 +44,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @router.post(
     "/v1/completions", tags=["completions"], response_model=None, responses=docs.COMPLETIONS
 )
+@router.post("/completions", response_model=None, include_in_schema=False)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     rec, end = request_record(request), at_end(request)
-    reply = await serving(request).complete(body.to_core(), rec, end, "cmpl")
+    fim = body.to_infill()
+    if fim is not None:
+        reply = await serving(request).infill(fim, rec, end, "cmpl")
+    else:
+        reply = await serving(request).complete(body.to_core(), rec, end, "cmpl")
     if body.stream:
         gen = B.completion_sse(reply, body.echo, body.include_usage)
         return EventStreamResponse(gen, headers=SSE_HEADERS)
@@ -56,6 +63,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 
 @router.post("/v1/embeddings", tags=["embeddings"], responses=docs.EMBEDDINGS)
+@router.post("/embeddings", include_in_schema=False)
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     rec, end = request_record(request), at_end(request)
     result = await serving(request).embed(body.to_core(), rec, end)

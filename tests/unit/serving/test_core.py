@@ -322,3 +322,16 @@ async def test_count_tokens_renders_the_prompt_as_chat_does(tmp_path: Path) -> N
     assert rec.model == "m" and rec.prompt == prompt and not engines[0].submitted
     with_tools = await serving.count_tokens(T.ChatRequest(None, USER, tools=(TOOL,)), rec)
     assert with_tools > n
+
+
+async def test_the_models_default_stop_strings_apply_when_a_request_gives_none(
+    tmp_path: Path,
+) -> None:
+    serving, engines = make(tmp_path, stop=["<|end|>"])
+    await chat(serving, T.ChatRequest(None, USER))
+    await chat(serving, T.ChatRequest(None, USER, T.Generation(stop=("###",))))
+    reply = await serving.complete(T.TextRequest(None, ("x",)), record(), None, "c")
+    await reply.collect()
+    stops = [r.stop for r in engines[0].submitted]
+    assert stops[0][0] == "<|end|>" and stops[1][0] == "###" and "<|end|>" not in stops[1]
+    assert stops[2] == ("<|end|>",)

@@ -78,6 +78,7 @@ async def test_chat_json_shape() -> None:
         "object": "chat.completion",
         "created": CREATED,
         "model": "test-model",
+        "system_fingerprint": B.FINGERPRINT,
         "choices": [
             {
                 "index": 0,
@@ -147,6 +148,7 @@ async def test_chat_sse_stream() -> None:
     chunks = out[:-1]
     assert all(c["id"] == "cmpl-1" and c["object"] == "chat.completion.chunk" for c in chunks)
     assert all(c["model"] == "test-model" and c["created"] == CREATED for c in chunks)
+    assert all(c["system_fingerprint"].startswith("ggufd-") for c in chunks)
     # First a role chunk per choice.
     assert [c["choices"][0] for c in chunks[:2]] == [
         {

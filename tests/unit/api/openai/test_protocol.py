@@ -487,7 +487,6 @@ def test_completion_prompts(prompt: Any, expected: list[Any]) -> None:
         ({"prompt": [[1], [-2]]}, "prompt", ""),
         ({"prompt": ["a", 1]}, "prompt", ""),
         ({"prompt": 5}, "prompt", ""),
-        (completion(suffix="tail"), "suffix", "not supported"),
         (completion(max_tokens=-1), "max_tokens", "greater than or equal to 0"),
         (completion(logprobs=21), "logprobs", "less than or equal to 20"),
         (completion(logprobs=-1), "logprobs", "greater than or equal to 0"),
@@ -500,7 +499,38 @@ def test_completion_request_rules(body: dict[str, Any], loc0: str, fragment: str
 
 
 def test_completion_empty_suffix_is_allowed() -> None:
-    assert CompletionRequest.model_validate(completion(suffix="")).suffix == ""
+    req = CompletionRequest.model_validate(completion(suffix=""))
+    assert req.suffix == "" and req.to_infill() is None
+
+
+def test_a_suffix_asks_to_fill_in_the_middle() -> None:
+    req = CompletionRequest.model_validate(
+        completion(prompt="def f(", suffix="):\n", max_tokens=7, stream=True)
+    )
+    fim = req.to_infill()
+    assert fim is not None
+    assert (fim.prefix, fim.suffix, fim.stream, fim.generation.max_tokens) == (
+        "def f(",
+        "):\n",
+        True,
+        7,
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        completion(prompt=["a", "b"], suffix="x"),
+        completion(prompt=[1, 2], suffix="x"),
+        completion(suffix="x", n=2),
+        completion(suffix="x", echo=True),
+    ],
+)
+def test_what_a_suffix_cannot_go_with(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as info:
+        CompletionRequest.model_validate(body)
+    cause = info.value.errors()[0]["ctx"]["error"]
+    assert isinstance(cause, ParamError) and cause.param == "suffix"
 
 
 @pytest.mark.parametrize(
