@@ -4,7 +4,8 @@ It raises only domain errors (ggufd/errors.py) and knows nothing of HTTP.
 
 It owns which models are loaded: a request's `model` picks one (any name, when only one
 model is served), an unloaded model is loaded on first use and the request waits for it,
-an idle model is unloaded after its `idle_unload_s`, and loading one more model unloads
+an idle model is unloaded after its `idle_unload_s` (or the keep-alive a client set, as
+Ollama's `keep_alive` does), and loading one more model unloads
 the least recently used idle ones while the count (`--max_loaded_models`) or the
 estimated memory (`--max_memory_mb`, from the GGUF headers) would be over budget.
 Unloading ends the model's worker process, so its memory really comes back.
@@ -60,6 +61,9 @@ class PooledModel:
     last_used: float = field(default_factory=time.monotonic)
     load_seconds: float | None = None
     loads: int = 0
+    # A client's keep-alive (Ollama's `keep_alive`): seconds idle before it is unloaded, in
+    # place of idle_unload_s until the next unload; inf: never. None: idle_unload_s.
+    keep_alive_s: float | None = None
 
     @property
     def model_id(self) -> str:
@@ -153,6 +157,13 @@ class PooledModel:
         engine_time = self.service.engine.last_active if self.service else 0.0
         return max(self.last_used, engine_time)
 
+    @property
+    def idle_limit(self) -> float | None:
+        """Seconds idle after which it is unloaded: the keep-alive, else idle_unload_s
+        (None: never)."""
+        limit = self.settings.idle_unload_s if self.keep_alive_s is None else self.keep_alive_s
+        return None if limit is None or math.isinf(limit) else limit
+
 
 def placement(offload: Offload | None) -> str:
     """Where a model's layers are, in words, for the start-up line."""
@@ -190,6 +201,7 @@ class ModelPool:
         self.models: list[PooledModel] = [PooledModel(e, *_read(e)) for e in entries]
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set: the reaper looks now, not at its next round
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lookup ------------------------------------------------------------------
@@ -279,13 +291,15 @@ class ModelPool:
             for warning in info.warnings:
                 log.warning("model %s: %s", m.model_id, warning)
             log.info(
-                "model %s ready in %.1f s: %s, context %d tokens (trained %d), %d parallel; %s",
+                "model %s ready in %.1f s: %s, context %d tokens (trained %d), %d parallel; "
+                "%s; %s",
                 m.model_id, m.load_seconds, info.description, info.n_ctx,
-                info.n_ctx_train, info.parallel, placement(info.offload),
+                info.n_ctx_train, info.parallel, placement(info.offload), info.repacked,
             )  # fmt: skip
 
     async def unload(self, m: PooledModel, reason: str) -> None:
         service, m.service, m.load_task = m.service, None, None
+        m.keep_alive_s = None
         if service is None:
             return
         log.info("unloading model %s (%s)", m.model_id, reason)
@@ -348,12 +362,35 @@ class ModelPool:
             self._reaper.cancel()
         await asyncio.gather(*(self.unload(m, "shutdown") for m in self.models))
 
+    # -- keep-alive ----------------------------------------------------------------
+    def keep_alive(self, name: str | None, seconds: float | None) -> PooledModel:
+        """Unload the named model after `seconds` idle from now on (inf: never; None: its
+        idle_unload_s); 0 unloads it as soon as its requests have ended."""
+        m = self.find(name)
+        m.keep_alive_s = seconds
+        return m
+
+    def reap_soon(self) -> None:
+        """Have the reaper look at the models now (a keep-alive of 0 just ended a request)."""
+        self._wake.set()
+
+    async def unload_now(self, name: str | None) -> bool:
+        """Unload the named model now if it is idle (True); else once its requests end."""
+        m = self.find(name)
+        if m.busy or m.state == "loading":
+            m.keep_alive_s = 0.0
+            return False
+        await self.unload(m, "a client asked (keep_alive 0)")
+        return True
+
     async def _reap(self) -> None:
         while True:
-            await asyncio.sleep(REAP_INTERVAL_S)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), REAP_INTERVAL_S)
+            self._wake.clear()
             now = time.monotonic()
             for m in self.models:
-                limit = m.settings.idle_unload_s
+                limit = m.idle_limit
                 if (
                     limit is not None
                     and m.state == "loaded"

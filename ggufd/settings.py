@@ -26,6 +26,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ggufd.ollama_store import is_store, read_store
+
 log = logging.getLogger("ggufd")
 
 ENV_PREFIX = "GGUFD_"
@@ -160,6 +162,12 @@ class ModelFields(BaseModel):
         "none = it stays inline in content.",
     )
     seed: int = Field(default=-1, description="Random seed for sampling; -1 = random.")
+    repack: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Repack Q4_0/Q4_K/IQ4_NL/Q8_0 weights for llama.cpp's faster CPU kernels "
+        "(extra buffer types); auto = on unless the CPU advertises AMX that the kernel does "
+        "not grant (the AMX path faults there, as in some VMs).",
+    )
     flash_attn: Bool = Field(
         default=False,
         description="Use llama.cpp's flash attention (off: its CPU path miscomputes once "
@@ -343,10 +351,7 @@ class ServerSettings(ModelFields, BaseSettings):
             explicit = entry.model_dump(include=entry.model_fields_set)
             entries.append(ModelSettings(**{**defaults, **explicit}))
         if self.models_dir:
-            entries.extend(
-                ModelSettings(**defaults, model=path, aliases=[Path(path).stem])
-                for path in scan_models_dir(os.path.expanduser(self.models_dir))
-            )
+            entries.extend(models_dir_entries(os.path.expanduser(self.models_dir), defaults))
         if not entries and default_model:
             entries.append(
                 ModelSettings(**defaults, model=default_model, model_alias=self.model_alias)
@@ -514,6 +519,30 @@ def scan_models_dir(folder: str) -> list[str]:
             if os.path.isfile(path):
                 paths.append(path)
     return paths
+
+
+def models_dir_entries(folder: str, defaults: dict[str, Any]) -> list[ModelSettings]:
+    """The models of --models_dir: its GGUF files, or, for an Ollama models folder (or
+    the folder above it, ~/.ollama), every model pulled there, by its Ollama name."""
+    store = next((f for f in (folder, os.path.join(folder, "models")) if is_store(f)), None)
+    if store is None:
+        return [
+            ModelSettings(**defaults, model=path, aliases=[Path(path).stem])
+            for path in scan_models_dir(folder)
+        ]
+    entries = []
+    for m in read_store(store):
+        own = dict(defaults)  # the store's params, where the settings leave them unset
+        if own.get("n_ctx") is None and m.num_ctx is not None:
+            own["n_ctx"] = m.num_ctx
+        if not own.get("stop") and m.stop:
+            own["stop"] = m.stop
+        entries.append(
+            ModelSettings(**own, model=m.path, model_alias=m.name, aliases=list(m.aliases))
+        )
+    if not entries:
+        log.warning("ggufd: the Ollama store %s holds no model ggufd can serve", store)
+    return entries
 
 
 def _check_unique_names(entries: list[ModelSettings]) -> None:

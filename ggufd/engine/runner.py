@@ -1,10 +1,9 @@
 """The only module that calls llama.cpp's model and context API.
 
 Owns the C resources of one model (model, generation context, batch, optional embedding
-context) and frees them in order on close (contexts before the model). It loads with
-`use_extra_bufts = False`: the extra (repacked/AMX) weight buffers fault on CPUs that
-advertise AMX inside VMs (see DESIGN.md), and the plain CPU buffers are just as fast for
-the quantized models served here.
+context) and frees them in order on close (contexts before the model). Weights go to
+llama.cpp's extra (repacked) CPU buffer types unless engine/cpu.py says the AMX path can
+fault here (`use_extra_bufts = false`, the AMX guard) or --repack says otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import llama_cpp as lc
 import numpy as np
 
 from ggufd.engine import devices
+from ggufd.engine.cpu import decide_repack
 from ggufd.engine.scheduler import BatchItem
 from ggufd.engine.types import FimTokens, ModelInfo, Offload, WorkerConfig
 from ggufd.gguf import ModelFileError, check_model_file
@@ -135,6 +135,7 @@ class Runner:
     # -- loading -----------------------------------------------------------------
     def _load(self) -> None:
         cfg = self.cfg
+        self.repack = decide_repack(cfg.repack)
         self.offload, self.warnings = plan_offload(cfg), list[str]()
         if self.offload.requested not in (0, "0") and self.offload.device is None:
             self.warnings.append(
@@ -188,7 +189,7 @@ class Runner:
         mparams = lc.llama_model_default_params()
         # All layers: a number past the model's, as llama.cpp's own -1 does.
         mparams.n_gpu_layers = ALL_LAYERS if layers >= self.offload.of else layers
-        mparams.use_extra_bufts = False  # the AMX guard, on every build
+        mparams.use_extra_bufts = self.repack.on  # off: the AMX guard (engine/cpu.py)
         mparams.main_gpu = cfg.main_gpu
         mparams.split_mode = SPLIT_MODES[cfg.split_mode]
         if cfg.tensor_split:
@@ -260,6 +261,8 @@ class Runner:
             description=desc.value.decode("utf-8", errors="replace"),
             offload=self.offload,
             warnings=tuple(self.warnings),
+            repacked=("weight repacking on" if self.repack.on else "weight repacking off")
+            + f" ({self.repack.why})",
             fim=FimTokens(*(self._token_or_none(f(self.vocab)) for f in FIM_GETTERS)),
             n_batch=self.n_batch,
             bos=bos if bos >= 0 else None,

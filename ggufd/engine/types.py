@@ -221,6 +221,7 @@ class ModelInfo:
     description: str
     offload: Offload | None = None  # where the layers went (None: not reported)
     warnings: tuple[str, ...] = ()  # said once by the API side when the model is ready
+    repacked: str = ""  # whether weights were repacked and why, for the start-up line
     fim: FimTokens = field(default_factory=FimTokens)
     n_batch: int = 512
     bos: int | None = None  # the BOS token id (None: the vocabulary has none)
@@ -244,6 +245,7 @@ class WorkerConfig:
     verbose: bool = False
     embeddings: bool = True
     pooling: str | None = None  # mean, cls, last or none; None: the model's own
+    repack: str = "auto"  # auto, on, off (see engine/cpu.py)
     flash_attn: bool = False
     # Reuse cached prompt prefixes across requests (and share them between slots).
     prompt_cache: bool = True
