@@ -1,18 +1,22 @@
 # The two commands a newcomer needs: `make serve` and `make test` (see README.md).
-.PHONY: setup serve test check bench
+.PHONY: setup setup-test serve test check bench
 
+# What serving needs; the test tools come with setup-test (make test, make check).
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh serve
+
+setup-test:
+	@bash scripts/setup.sh test
 
 serve: setup
 	.venv/bin/ggufd $(ARGS)
 
-check: setup
+check: setup-test
 	.venv/bin/ruff check ggufd tests
 	.venv/bin/ruff format --check ggufd tests
 	.venv/bin/mypy
 
-test: setup
+test: setup-test
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
 # The benchmark's peers (llama_cpp.server, llama-server) live in .bench-venv/ and
@@ -21,7 +25,7 @@ test: setup
 bench-setup:
 	@bash scripts/bench_setup.sh
 
-bench: setup bench-setup
+bench: setup-test bench-setup
 	.venv/bin/python -m ggufd.bench $(ARGS)
 
 # GPU builds (issue 6): ggufd with llama.cpp built for a backend, in .venv (replacing the

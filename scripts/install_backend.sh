@@ -2,6 +2,7 @@
 # Install ggufd into a venv with llama.cpp built for one backend (issue 6):
 #   scripts/install_backend.sh cpu|vulkan|cuda [VENV_DIR]      (default VENV_DIR: .venv)
 #   cpu     llama-cpp-python's default build: what `make setup` installs
+# Every build includes llama.cpp's RPC backend (-DGGML_RPC=ON).
 #   vulkan  -DGGML_VULKAN=on; system packages and Debian 13's Vulkan headers come from
 #           scripts/vulkan_deps.sh (about 8 minutes to build on 2 cores)
 #   cuda    -DGGML_CUDA=on, for the architecture of the card(s) nvidia-smi sees (only
@@ -14,8 +15,7 @@
 # interpreter: CMAKE_ARGS and --no-binary are not part of it, so from a shared cache a
 # "GPU" install would silently get the CPU wheel that `make setup` built. Each backend and
 # set of flags therefore builds into its own cache, .deps/pip-cache/<backend>-<hash of the
-# flags>/ (a second install with the same flags takes seconds). The plain CPU build shares
-# pip's usual cache with `make setup`.
+# flags>/ (a second install with the same flags takes seconds).
 #
 # Environment: PYTHON (interpreter for a new venv, default python3), CMAKE_ARGS (added to
 # the backend's flags), CUDA_ARCHS (e.g. "86;89": overrides what nvidia-smi reports),
@@ -72,6 +72,7 @@ case "$BACKEND" in
     ;;
   *) usage ;;
 esac
+flags+=(-DGGML_RPC=ON)  # every build can split a model across machines (issue 16)
 CMAKE_FLAGS="${flags[*]}${CMAKE_ARGS:+ $CMAKE_ARGS}"
 
 cache=()
