@@ -8,11 +8,12 @@ the engine and llama.cpp are imported only inside the functions that need them, 
 ``--help`` and flag errors never load them.
 """
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from ggufd.flags import build_parser, fail, parse_settings
+from ggufd.flags import PROG, build_parser, fail, parse_settings
 from ggufd.gguf import ModelFileError, check_model_file
 from ggufd.settings import (
     ModelSettings,
@@ -91,6 +92,22 @@ def make_reloader(
     return reload
 
 
+def _devices(argv: list[str], report: Callable[[], str]) -> int:
+    """`ggufd devices [--rpc host:port,...]`: the devices, RPC servers' included."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} devices")
+    parser.add_argument("--rpc", action="append", default=[], metavar="HOST:PORT[,...]")
+    args = parser.parse_args(argv)
+    if args.rpc:
+        from ggufd.engine import rpc
+
+        try:
+            rpc.add_servers(rpc.parse_endpoints(",".join(args.rpc)))
+        except (rpc.RPCError, ValueError) as e:
+            fail(str(e))
+    print(report())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ggufd: parse settings, check the model files, then serve until stopped."""
     args = sys.argv[1:] if argv is None else argv
@@ -98,8 +115,11 @@ def main(argv: list[str] | None = None) -> None:
         # Loads llama.cpp (in this process): only this command and the workers do.
         from ggufd.engine.devices import report
 
-        print(report())
-        sys.exit(0)
+        sys.exit(_devices(args[1:], report))
+    if args and args[0] == "rpc-server":
+        from ggufd.rpc_server import main as rpc_main
+
+        sys.exit(rpc_main(args[1:]))
     if args and args[0] == "service":
         # Imported lazily, like the server: only ``ggufd service ...`` needs it.
         from ggufd.systemd import main as service_main

@@ -169,6 +169,9 @@ def placement(offload: Offload | None) -> str:
     """Where a model's layers are, in words, for the start-up line."""
     if offload is None or offload.device is None:
         return "on the CPU"
+    if offload.split:
+        where = ", ".join(f"{n} on {label}" for label, n in offload.split if n)
+        return f"{offload.layers}/{offload.of} layers: {where}"
     return f"{offload.layers}/{offload.of} layers on {offload.device}"
 
 

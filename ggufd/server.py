@@ -48,6 +48,7 @@ def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
         flash_attn=entry.flash_attn,
         pooling=entry.pooling,
         repack=entry.repack,
+        rpc=tuple(entry.rpc),
         prompt_cache=entry.prompt_cache,
         cache_dir=os.path.expanduser(entry.cache_dir) if entry.cache_dir else None,
     )

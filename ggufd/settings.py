@@ -26,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ggufd.engine.rpc import parse_endpoints
 from ggufd.ollama_store import is_store, read_store
 
 log = logging.getLogger("ggufd")
@@ -96,6 +97,17 @@ def _gpu_layers(value: Any) -> Any:
 
 
 GpuLayers = Annotated[int | Literal["auto"], BeforeValidator(_gpu_layers)]
+
+
+def _rpc_servers(value: Any) -> Any:
+    """host:port servers, from a comma-separated string or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("RPC servers are host:port strings")
+        out.extend(str(e) for e in parse_endpoints(item))
+    return out
 
 
 class ModelFields(BaseModel):
@@ -186,6 +198,11 @@ class ModelFields(BaseModel):
     embedding: Bool = Field(
         default=True,
         description="Serve /v1/embeddings (accepted for llama_cpp.server compatibility).",
+    )
+    rpc: Annotated[list[str], NoDecode, BeforeValidator(_rpc_servers)] = Field(
+        default_factory=list,
+        description="RPC servers (host:port, comma-separated or the flag repeated) whose "
+        "devices hold layers too, as llama.cpp's --rpc (start them with ggufd rpc-server).",
     )
     stop: StrList = Field(
         default_factory=list,

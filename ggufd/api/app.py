@@ -26,6 +26,7 @@ from ggufd.api.limits import install_limits
 from ggufd.api.llama_server.routes import extras as extras_router
 from ggufd.api.llama_server.routes import router as llama_server_router
 from ggufd.api.metrics import install_observability
+from ggufd.api.ollama.routes import router as ollama_router
 from ggufd.api.openai.routes import router as openai_router
 from ggufd.api.responses.routes import router as responses_router
 from ggufd.api.responses.store import ResponseStore
@@ -77,6 +78,7 @@ def create_app(
     app.include_router(openai_router)
     app.include_router(anthropic_router)
     app.include_router(responses_router)
+    app.include_router(ollama_router)
     app.include_router(llama_server_router)
     app.include_router(extras_router)
     app.include_router(admin_router)

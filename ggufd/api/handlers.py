@@ -27,13 +27,14 @@ from ggufd.api.errors import (
     validation_param,
 )
 from ggufd.api.llama_server import errors as llama_server
+from ggufd.api.ollama import errors as ollama
 from ggufd.api.shapes import ErrorShape
 from ggufd.errors import ServingError
 
 log = logging.getLogger("ggufd.api")
 
 
-SHAPES: tuple[ErrorShape, ...] = (llama_server.SHAPE,)
+SHAPES: tuple[ErrorShape, ...] = (llama_server.SHAPE, ollama.SHAPE)
 
 
 def error_response(scope: Scope, err: APIError) -> Response:

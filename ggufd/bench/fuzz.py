@@ -54,6 +54,7 @@ CHECKS = [
 MAX_TOKENS = 4
 MAX_N = 2
 _GENERATES = ("/v1/chat/completions", "/v1/completions")
+_OLLAMA_GENERATES = ("/api/chat", "/api/generate")
 
 
 def _over(value: Any, limit: int) -> bool:
@@ -66,9 +67,39 @@ def _over(value: Any, limit: int) -> bool:
         return False
 
 
+def _unlimited(value: Any) -> bool:
+    """Whether Ollama would read `num_predict` as no limit: absent, or below 1."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        return float(value) < 1
+    except ValueError:
+        return False
+
+
+def cap_ollama(path: str, body: dict[str, Any]) -> None:
+    """Ollama's bodies: a few tokens (options.num_predict), and no keep_alive (a fuzzed 0
+    unloads the model, which the run checks stays loaded)."""
+    body.pop("keep_alive", None)
+    if path not in _OLLAMA_GENERATES:
+        return
+    if body.get("options") is None:
+        body["options"] = {}
+    opts = body["options"]
+    if isinstance(opts, dict) and (
+        _unlimited(opts.get("num_predict")) or _over(opts["num_predict"], MAX_TOKENS)
+    ):
+        opts["num_predict"] = MAX_TOKENS
+
+
 def cap_generation(case: Case) -> None:
     """Keep a generated request cheap to answer: a few tokens, at most two choices."""
     body = case.body
+    if case.operation.path.startswith("/api/") and isinstance(body, dict):
+        cap_ollama(case.operation.path, body)
+        return
     if case.operation.path not in _GENERATES or not isinstance(body, dict):
         return
     limits = [k for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None]

@@ -105,6 +105,47 @@ def gpus() -> list[Device]:
     return [d for d in devices() if d.is_gpu]
 
 
+def device_handles(names: list[str]) -> list[int]:
+    """The ggml device handles of the devices with these names (ValueError if one is not)."""
+    ggml, base = _bind()
+    found: dict[str, int] = {}
+    for i in range(ggml.ggml_backend_dev_count()):
+        dev = ggml.ggml_backend_dev_get(i)
+        found[(base.ggml_backend_dev_name(dev) or b"").decode(errors="replace")] = dev
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"no device named {missing[0]!r}; this machine has {', '.join(found)}")
+    return [found[n] for n in names]
+
+
+def layer_devices(n_layer: int, offloaded: int, shares: list[float]) -> list[int]:
+    """Which device each of the n_layer + 1 layers goes to, as llama.cpp assigns them:
+    the last `offloaded` layers to the devices in contiguous runs proportional to
+    `shares` (free memory by default, or --tensor_split), the others to the CPU (-1)."""
+    total = sum(shares)
+    if offloaded <= 0 or total <= 0:
+        return [-1] * (n_layer + 1)
+    points, acc = [], 0.0
+    for share in shares:
+        acc += share
+        points.append(acc / total)
+    start = max(n_layer - offloaded, 0)
+    active = min(offloaded, n_layer + 1)
+    out = []
+    for il in range(n_layer + 1):
+        if il < start or il - start >= active:
+            out.append(-1)
+            continue
+        where = (il - start) / active
+        out.append(
+            min(
+                next((i for i, p in enumerate(points) if where < p), len(points) - 1),
+                len(points) - 1,
+            )
+        )
+    return out
+
+
 def auto_layers(n_layer: int, layer_bytes: int, fixed_bytes: int, free_bytes: int) -> int:
     """How many of the n_layer + 1 offloadable layers fit in `free_bytes`.
 

@@ -19,7 +19,7 @@ from typing import Any
 import llama_cpp as lc
 import numpy as np
 
-from ggufd.engine import devices
+from ggufd.engine import devices, rpc
 from ggufd.engine.cpu import decide_repack
 from ggufd.engine.scheduler import BatchItem
 from ggufd.engine.types import FimTokens, ModelInfo, Offload, WorkerConfig
@@ -44,6 +44,7 @@ FIM_GETTERS = (
 )
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # enum llama_split_mode
 EMBED_CTX_CAP = 4096
+EMBED_SEQS = 64  # inputs one embeddings decode takes (engine/embedder.py's MAX_SEQS)
 
 
 class LoadError(RuntimeError):
@@ -116,7 +117,19 @@ def plan_offload(cfg: WorkerConfig) -> Offload:
         layers = devices.auto_layers(n_layer, per_layer, COMPUTE_ALLOWANCE, gpu.free)
     else:
         layers = of if int(requested) < 0 else min(int(requested), of)
-    return Offload(requested, layers, of, gpu.label)
+    return Offload(requested, layers, of, gpu.label, _split(gpus, cfg, n_layer, layers))
+
+
+def _split(
+    gpus: list[devices.Device], cfg: WorkerConfig, n_layer: int, layers: int
+) -> tuple[tuple[str, int], ...]:
+    """Layers per device when several share them (llama.cpp's layer split)."""
+    if len(gpus) < 2 or cfg.split_mode == "none":
+        return ()
+    shares = list(cfg.tensor_split[: len(gpus)]) or [float(g.free) for g in gpus]
+    shares += [0.0] * (len(gpus) - len(shares))
+    where = devices.layer_devices(n_layer, layers, shares)
+    return tuple((g.label, where.count(i)) for i, g in enumerate(gpus))
 
 
 class Runner:
@@ -136,6 +149,11 @@ class Runner:
     def _load(self) -> None:
         cfg = self.cfg
         self.repack = decide_repack(cfg.repack)
+        if cfg.rpc:
+            try:
+                rpc.add_servers(rpc.parse_endpoints(",".join(cfg.rpc)))
+            except (rpc.RPCError, ValueError) as e:
+                raise LoadError(str(e)) from e
         self.offload, self.warnings = plan_offload(cfg), list[str]()
         if self.offload.requested not in (0, "0") and self.offload.device is None:
             self.warnings.append(
@@ -372,37 +390,52 @@ class Runner:
 
     # -- embeddings --------------------------------------------------------------
     def embed(self, tokens: list[int]) -> list[list[float]]:
-        """The input's embedding, normalized: one vector, or one per token with pooling none."""
+        """One input's embedding: one vector, or one per token with pooling none."""
+        return self.embed_batch([tokens])[0]
+
+    def embed_batch(self, inputs: Sequence[list[int]]) -> list[list[list[float]]]:
+        """Several inputs' embeddings in one decode (one sequence each), normalized: per
+        input one vector, or one per token with pooling none."""
         if self._embed_ctx is None:
             size = min(self.n_ctx, EMBED_CTX_CAP)
-            self._embed_ctx = self._new_context(size, size, 1, embeddings=True)
+            self._embed_ctx = self._new_context(size, size, EMBED_SEQS, embeddings=True)
             self.embed_n_ctx = size
         ctx = self._embed_ctx
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
-        n = len(tokens)
+        n = sum(len(t) for t in inputs)
         n_embd = int(lc.llama_model_n_embd(self.model))
+        per_token = self._pooling_type() == POOLING["none"]
         batch = lc.llama_batch_init(n, 0, 1)
         try:
-            for k, tok in enumerate(tokens):
-                batch.token[k] = tok
-                batch.pos[k] = k
-                batch.n_seq_id[k] = 1
-                batch.seq_id[k][0] = 0
-                batch.logits[k] = 1
+            i = 0
+            for seq, tokens in enumerate(inputs):
+                for k, tok in enumerate(tokens):
+                    batch.token[i] = tok
+                    batch.pos[i] = k
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = seq
+                    batch.logits[i] = 1
+                    i += 1
             batch.n_tokens = n
             rc = lc.llama_decode(ctx, batch)
             if rc != 0:
                 raise DecodeError(rc)
-            if self._pooling_type() == POOLING["none"]:
-                ptrs = [lc.llama_get_embeddings_ith(ctx, k) for k in range(n)]
-            else:
-                ptrs = [lc.llama_get_embeddings_seq(ctx, 0)]
-            if not all(ptrs):
-                raise DecodeError(-1)
-            vecs = [np.ctypeslib.as_array(p, (n_embd,)).astype(np.float64) for p in ptrs]
+            out: list[list[list[float]]] = []
+            i = 0
+            for seq, tokens in enumerate(inputs):
+                if per_token:
+                    ptrs = [lc.llama_get_embeddings_ith(ctx, i + k) for k in range(len(tokens))]
+                else:
+                    ptrs = [lc.llama_get_embeddings_seq(ctx, seq)]
+                i += len(tokens)
+                if not all(ptrs):
+                    raise DecodeError(-1)
+                arrays = [np.ctypeslib.as_array(p, (n_embd,)).astype(np.float64) for p in ptrs]
+                out.append([_normalized(a) for a in arrays])
         finally:
             lc.llama_batch_free(batch)
-        return [_normalized(v) for v in vecs]
+            lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        return out
 
     def embed_limit(self) -> int:
         return min(self.n_ctx, EMBED_CTX_CAP)

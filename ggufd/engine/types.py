@@ -171,6 +171,8 @@ class Offload:
     layers: int  # offloaded, out of `of`
     of: int  # the model's layers + 1 (the output layer), as llama.cpp counts
     device: str | None  # "Vulkan0: AMD Radeon Graphics (RADV RENOIR)", None on the CPU
+    # With several devices (local GPUs, RPC servers): how many layers each got, in order.
+    split: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,3 +253,5 @@ class WorkerConfig:
     prompt_cache: bool = True
     # Folder where slots' KV caches are saved at shutdown and restored from; None: off.
     cache_dir: str | None = None
+    # RPC servers (host:port) whose devices the model may use (--rpc).
+    rpc: tuple[str, ...] = ()

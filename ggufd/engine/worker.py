@@ -13,6 +13,7 @@ import logging
 import random
 import secrets
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -20,13 +21,13 @@ from multiprocessing.connection import Connection
 from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
+from ggufd.engine.embedder import Embedder
 from ggufd.engine.runner import DecodeError, LoadError, Runner
 from ggufd.engine.sampling import GrammarError, Sampler, log_softmax, top_logprobs
 from ggufd.engine.scheduler import BatchItem, KVCopy, Scheduler, Sequence, common_prefix
 from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
-    EmbedResult,
     EngineStats,
     ErrorEvent,
     ErrorKind,
@@ -46,6 +47,9 @@ log = logging.getLogger("ggufd.engine")
 
 # Steps in a row with requests pending but nothing to decode before they are failed.
 STALL_LIMIT = 1000
+# While sequences generate, an embeddings batch takes at most this many generation steps'
+# time, so a stream's worst token gap stays near twice its usual one.
+EMBED_BUDGET_STEPS = 1.0
 
 
 class RequestError(Exception):
@@ -89,6 +93,8 @@ class Worker:
             self.disk = DiskCache(cfg.cache_dir, key + "-" + runner.version)
         self._disk_checked: set[str] = set()
         self.pooled = cfg.pooling != "none"  # one embedding per input (else one per token)
+        self.embedder = Embedder(runner, self.pooled, time.perf_counter)
+        self.step_s: float | None = None  # a generation step's time (moving average)
 
     # -- requests ----------------------------------------------------------------
     def submit(self, req: GenerateRequest) -> None:
@@ -160,43 +166,34 @@ class Worker:
 
     def abort(self, request_id: str) -> None:
         self._disk_checked.discard(request_id)
+        self.embedder.abort(request_id)
         act = self.active.pop(request_id, None)
         if act is not None:
             self.sched.finish(act.seq)
             act.sampler.close()
 
     def embed(self, req: EmbedRequest) -> None:
-        r = self.runner
-        vectors: list[tuple[float, ...]] = []
-        per_token: list[tuple[tuple[float, ...], ...]] = []
-        total = 0
-        for i, item in enumerate(req.inputs):
-            toks = r.tokenize(item, True, False) if isinstance(item, str) else list(item)
-            if not toks:
-                self.events.append(
-                    ErrorEvent(req.id, ErrorKind.INVALID, f"input {i} is empty", RequestPart.INPUT)
-                )
-                return
-            if len(toks) > r.embed_limit():
-                msg = (
-                    f"input {i} has {len(toks)} tokens; the embedding context holds "
-                    f"{r.embed_limit()} tokens"
-                )
-                self.events.append(
-                    ErrorEvent(req.id, ErrorKind.CONTEXT_LENGTH, msg, RequestPart.INPUT)
-                )
-                return
-            if any(not 0 <= t < r.n_vocab for t in toks):
-                msg = f"input {i} has a token id outside the vocabulary"
-                self.events.append(ErrorEvent(req.id, ErrorKind.INVALID, msg, RequestPart.INPUT))
-                return
-            found = r.embed(toks)
-            if self.pooled:
-                vectors.append(tuple(found[0]))
-            else:
-                per_token.append(tuple(tuple(v) for v in found))
-            total += len(toks)
-        self.events.append(EmbedResult(req.id, tuple(vectors), total, tuple(per_token)))
+        """Queue an embeddings request (embed_step runs it, between generation steps)."""
+        err = self.embedder.submit(req)
+        if err is not None:
+            self.events.append(err)
+
+    def embed_step(self) -> None:
+        """Embed the next inputs: as many as fit when idle, within EMBED_BUDGET_STEPS of a
+        generation step's time while sequences are running."""
+        budget = None
+        if self.sched.has_work() and self.step_s is not None:
+            budget = EMBED_BUDGET_STEPS * self.step_s
+        try:
+            self.events.extend(self.embedder.step(budget))
+        except DecodeError as e:
+            for job in list(self.embedder.jobs):
+                msg = f"the engine could not compute these embeddings ({e})"
+                self.events.append(ErrorEvent(job.req.id, ErrorKind.INTERNAL, msg))
+            self.embedder.jobs.clear()
+
+    def has_work(self) -> bool:
+        return self.sched.has_work() or self.embedder.has_work()
 
     def tokenize(
         self, query_id: int, text: str, add_special: bool, parse_special: bool
@@ -293,11 +290,14 @@ class Worker:
                 self._fail_stalled()
             return
         self._stalled = 0
+        t0 = time.perf_counter()
         try:
             starts = self.runner.decode(plan.items)
         except DecodeError as e:
             self._fail_batch(plan.items, e)
             return
+        took = time.perf_counter() - t0
+        self.step_s = took if self.step_s is None else self.step_s + 0.3 * (took - self.step_s)
         self.sched.on_decoded(plan)
         for item, start in zip(plan.items, starts, strict=True):
             act = self.active.get(item.seq.request_id)
@@ -467,7 +467,7 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     try:
         while True:
             # Block when idle; otherwise take what has arrived and keep decoding.
-            if not worker.sched.has_work() or conn.poll(0):
+            if not worker.has_work() or conn.poll(0):
                 if not _handle(worker, conn.recv()):
                     break
                 while conn.poll(0):
@@ -475,6 +475,8 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
                         return
             if worker.sched.has_work():
                 worker.step()
+            if worker.embedder.has_work():
+                worker.embed_step()
             events = worker.drain_events()
             if events:
                 conn.send(M.Events(tuple(events)))

@@ -260,6 +260,7 @@ def test_handle_abort_drops_the_request(scripted: dict[int, list[int]]) -> None:
 def test_handle_embed_answers_with_an_event(scripted: dict[int, list[int]]) -> None:
     w = make_worker()
     assert _handle(w, M.Embed(EmbedRequest("e", ("hi", (5, 6, 7)))))
+    w.embed_step()
     assert w.drain_events() == [EmbedResult("e", ((3.0, 1.0), (3.0, 1.0)), 6)]
     assert _handle(w, M.Embed(EmbedRequest("bad", ("ok", ()))))
     (err,) = w.drain_events()

@@ -54,6 +54,7 @@ class FakeRunner:
         self.batch: list[int] = []  # token of each batch index of the last decode
         self.decoded: list[list[tuple[str, int, int]]] = []  # (request, start, n) per decode
         self.fail_next = False
+        self.embed_batches: list[list[int]] = []  # input lengths of each embeddings decode
 
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         return ([BOS] if add_special else []) + list(text.encode())
@@ -104,6 +105,10 @@ class FakeRunner:
 
     def embed(self, tokens: list[int]) -> list[list[float]]:
         return [[float(len(tokens)), 1.0]]
+
+    def embed_batch(self, inputs: list[list[int]]) -> list[list[list[float]]]:
+        self.embed_batches.append([len(t) for t in inputs])
+        return [self.embed(t) for t in inputs]
 
     def embed_limit(self) -> int:
         return 8
@@ -653,8 +658,51 @@ def test_worker_seed_makes_unseeded_requests_reproducible(
 def test_embed(scripts: dict[int, list[int]]) -> None:
     w = make_worker()
     w.embed(EmbedRequest("e", ("hi", (5, 6, 7))))
+    assert w.drain_events() == [] and w.has_work()  # queued: embed_step runs it
+    w.embed_step()
     (ev,) = w.drain_events()
     assert ev == EmbedResult("e", ((3.0, 1.0), (3.0, 1.0)), 6)
+    assert w.runner.embed_batches == [[3, 3]]  # both inputs in one decode
+    assert not w.has_work()
+
+
+def test_embeddings_of_several_requests_share_a_decode(scripts: dict[int, list[int]]) -> None:
+    w = make_worker()
+    w.embed(EmbedRequest("a", ("x", "y")))
+    w.embed(EmbedRequest("b", ("zz",)))
+    w.embed(EmbedRequest("c", ("z",)))  # the embeddings context (8 tokens) is full
+    w.embed_step()
+    assert w.runner.embed_batches == [[2, 2, 3]]
+    assert [e.request_id for e in w.drain_events()] == ["a", "b"]
+    w.embed_step()
+    assert [e.request_id for e in w.drain_events()] == ["c"]
+
+
+def test_embeddings_wait_their_turn_while_streams_run(scripts: dict[int, list[int]]) -> None:
+    """With a sequence generating, each embeddings batch stays within a step's time."""
+    w = make_worker()
+    w.submit(request("r", "hello", max_tokens=50))
+    w.step()
+    w.embed(EmbedRequest("e", ((5,), (5, 6), (5,), (5,), (5,), (5,), (5,))))
+    w.embed_step()  # no measurement yet: one input
+    assert w.runner.embed_batches == [[1]]
+    w.embedder.s_per_token = 1.0
+    w.step_s = 5.5  # the budget: 5.5 tokens' worth
+    w.embed_step()
+    assert w.runner.embed_batches[-1] == [2, 1, 1, 1]  # one more would take 6
+    w.sched.running.clear()  # nothing generating: no budget
+    w.active.clear()
+    w.embed_step()
+    assert w.runner.embed_batches[-1] == [1, 1]
+    (ev,) = w.drain_events()[-1:]
+    assert isinstance(ev, EmbedResult) and len(ev.embeddings) == 7
+
+
+def test_an_aborted_embeddings_request_is_dropped(scripts: dict[int, list[int]]) -> None:
+    w = make_worker()
+    w.embed(EmbedRequest("e", ("x",)))
+    w.abort("e")
+    assert not w.has_work()
 
 
 @pytest.mark.parametrize(
@@ -688,6 +736,7 @@ def test_handle_dispatches_messages(scripts: dict[int, list[int]]) -> None:
     assert _handle(w, M.Abort("r"))
     assert "r" not in w.active
     assert _handle(w, M.Embed(EmbedRequest("e", ("a",))))
+    w.embed_step()
     assert isinstance(w.drain_events()[-1], EmbedResult)
     assert _handle(w, ("unknown", None))  # type: ignore[arg-type]  # ignored, not fatal
     assert not _handle(w, M.Stop())
