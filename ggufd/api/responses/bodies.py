@@ -36,10 +36,20 @@ class Meta:
     created_at: int
     request: ResponsesRequest
     custom: frozenset[str] = field(default_factory=frozenset)
+    # qualified name -> (namespace, name) of the functions namespace tools offer
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @staticmethod
     def new(id_: str, model: str, req: ResponsesRequest) -> Meta:
-        return Meta(id_, model, int(time.time()), req, req.custom_tools())
+        return Meta(id_, model, int(time.time()), req, req.custom_tools(), req.namespaced())
+
+    def call_item(
+        self, call_id: str, name: str, arguments: str, status: str = "completed"
+    ) -> dict[str, Any]:
+        """A call of the tool offered as `name` as its output item."""
+        split = self.namespaced.get(name)
+        names = {"name": split[1], "namespace": split[0]} if split else {"name": name}
+        return call_item(call_id, names, arguments, name in self.custom, status)
 
     def body(
         self,
@@ -81,7 +91,11 @@ class Meta:
 def usage_json(u: T.UsageReport) -> dict[str, Any]:
     return {
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        # (the prompt tokens computed anew stay in the prompt cache for the next request)
+        "input_tokens_details": {
+            "cached_tokens": u.cached_tokens,
+            "cache_write_tokens": u.prompt_tokens - u.cached_tokens,
+        },
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
@@ -90,12 +104,6 @@ def usage_json(u: T.UsageReport) -> dict[str, Any]:
 
 def _suffix(call_id: str) -> str:
     return call_id.removeprefix("call_")
-
-
-def _split(name: str) -> dict[str, str]:
-    """A namespace function's qualified name as Responses writes it: name and namespace."""
-    namespace, sep, plain = name.rpartition(NAMESPACE_SEP)
-    return {"name": plain, "namespace": namespace} if sep else {"name": name}
 
 
 def custom_input(arguments: str) -> str:
@@ -130,29 +138,31 @@ def output_text(text: str) -> dict[str, Any]:
 
 
 def call_item(
-    call_id: str, name: str, arguments: str, custom: bool, status: str = "completed"
+    call_id: str, names: dict[str, str], arguments: str, custom: bool, status: str = "completed"
 ) -> dict[str, Any]:
+    """A function_call (or custom_tool_call) item; `names` has its name (and namespace)."""
     if custom:
         text = custom_input(arguments) if status == "completed" else ""
         head = {"type": "custom_tool_call", "id": "ctc_" + _suffix(call_id), "call_id": call_id}
-        return head | _split(name) | {"input": text, "status": status}
+        return head | names | {"input": text, "status": status}
     return {
         "type": "function_call",
         "id": "fc_" + _suffix(call_id),
         "call_id": call_id,
         "arguments": arguments if status == "completed" else "",
         "status": status,
-    } | _split(name)
+    } | names
 
 
-def output_items(res: T.ChoiceResult, custom: frozenset[str], rid: str) -> list[dict[str, Any]]:
+def output_items(res: T.ChoiceResult, meta: Meta) -> list[dict[str, Any]]:
+    rid = meta.id.removeprefix("resp_")
     out: list[dict[str, Any]] = []
     if res.reasoning.strip():
         out.append(reasoning_item("rs_" + rid, res.reasoning.strip()))
     if res.content or not res.calls:
         out.append(message_item("msg_" + rid, res.content))
     for c in res.calls:
-        out.append(call_item(c.id, c.name, c.arguments, c.name in custom))
+        out.append(meta.call_item(c.id, c.name, c.arguments))
     return out
 
 
@@ -162,7 +172,7 @@ def status_of(finish: T.Finish) -> str:
 
 def response_json(meta: Meta, result: T.ReplyResult) -> dict[str, Any]:
     res = result.choices[0]
-    output = output_items(res, meta.custom, meta.id.removeprefix("resp_"))
+    output = output_items(res, meta)
     return meta.body(status_of(res.finish), output, result.usage)
 
 
@@ -250,8 +260,7 @@ class _Stream:
             self.text += ev.text
             return [*out, self._part("response.output_text.delta", delta=ev.text, logprobs=[])]
         if isinstance(ev, T.ToolCallStart):
-            custom = ev.name in self.meta.custom
-            return self.begin(call_item(ev.id, ev.name, "", custom, status="in_progress"))
+            return self.begin(self.meta.call_item(ev.id, ev.name, "", status="in_progress"))
         if isinstance(ev, T.ToolCallArgs) and self.open is not None:
             self.text += ev.delta
             if self.open["type"] == "function_call":
@@ -275,7 +284,11 @@ class _Stream:
         base = {"item_id": item["id"], "output_index": self.index}
         kind = item["type"]
         if kind == "message":
-            out.append(self.event("response.output_text.done", **base, content_index=0, text=text))
+            out.append(
+                self.event(
+                    "response.output_text.done", **base, content_index=0, text=text, logprobs=[]
+                )
+            )
             out.append(
                 self.event(
                     "response.content_part.done", **base, content_index=0, part=output_text(text)
@@ -330,10 +343,10 @@ async def response_sse(
     reply: Reply, meta: Meta, on_done: OnDone | None = None
 ) -> AsyncIterator[str]:
     s = _Stream(meta)
-    for frame in opening(s):
-        yield frame
     finish = T.Finish.STOP
-    try:
+    try:  # (from the first event: a client gone after it still ends the engine request)
+        for frame in opening(s):
+            yield frame
         async with contextlib.aclosing(reply.events()) as events:
             async for ev in events:
                 if isinstance(ev, T.ReplyError):
@@ -346,9 +359,9 @@ async def response_sse(
                         yield frame
                     status = status_of(finish)
                     body = meta.body(status, s.output, ev)
+                    if on_done is not None:  # (before the last event: a client that has
+                        on_done(body, conversation(s.output))  # it may look it up at once)
                     yield s.event(f"response.{status}", response=body)
-                    if on_done is not None:
-                        on_done(body, conversation(s.output))
                 else:
                     for frame in s.delta(ev):
                         yield frame

@@ -11,17 +11,27 @@ search, image generation, ...) are left out of the prompt, with a log line.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ggufd.api.errors import ParamError
+from ggufd.api.errors import ParamError, validation_param
 from ggufd.api.limits import MAX_MESSAGES, MAX_TOOLS, check_count
 from ggufd.engine.types import SamplingParams
+from ggufd.grammar.lark import LarkError
 from ggufd.serving import types as T
 from ggufd.tools.base import ToolGrammar
+from ggufd.tools.grammar import input_grammar
 
 log = logging.getLogger("ggufd.api")
 
@@ -136,15 +146,60 @@ class Tool(WireModel):
         if self.type == "function" and self.name:
             return [T.ToolSpec(name, self.description, self.parameters, self.strict)]
         if self.type == "custom" and self.name:
-            fmt = self.format
-            grammar = None
-            if fmt is not None and fmt.type == "grammar" and fmt.definition:
-                grammar = ToolGrammar(fmt.syntax or "lark", fmt.definition)
-            return [T.ToolSpec(name, self.description, free_form=True, grammar=grammar)]
+            grammar = self.grammar()
+            if grammar is not None:
+                _check_grammar(name, grammar)
+            parameters = free_form_parameters(grammar)
+            return [T.ToolSpec(name, self.description, parameters, None, True, grammar)]
         if self.type == "namespace" and self.name:
             inner = prefix + self.name + NAMESPACE_SEP
             return [spec for tool in self.tools or () for spec in tool.specs(inner)]
         return []
+
+    def grammar(self) -> ToolGrammar | None:
+        """A custom tool's grammar (None: its input is any text)."""
+        fmt = self.format
+        if fmt is None or fmt.type != "grammar" or not fmt.definition:
+            return None
+        return ToolGrammar(fmt.syntax or "lark", fmt.definition)
+
+    def namespaced(self, prefix: str = "") -> dict[str, tuple[str, str]]:
+        """Qualified name -> (namespace, name) of each tool a namespace tool offers."""
+        if self.type != "namespace" or not self.name:
+            return {}
+        namespace = prefix + self.name
+        out: dict[str, tuple[str, str]] = {}
+        for tool in self.tools or ():
+            if tool.type == "namespace":
+                out |= tool.namespaced(namespace + NAMESPACE_SEP)
+            elif tool.name and tool.specs():
+                out[namespace + NAMESPACE_SEP + tool.name] = (namespace, tool.name)
+        return out
+
+
+def free_form_parameters(grammar: ToolGrammar | None) -> dict[str, Any]:
+    """How a custom tool is shown to the model: a function taking one text `input`."""
+    about = "The tool's whole input, as plain text (not JSON)."
+    if grammar is not None:
+        about += f" It must match this {grammar.syntax} grammar:\n{grammar.definition}"
+    return {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": about}},
+        "required": ["input"],
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _check_grammar(name: str, grammar: ToolGrammar) -> None:
+    """Log (once per tool and grammar) a grammar a forced call cannot be constrained to."""
+    try:
+        input_grammar(grammar)
+    except LarkError as e:
+        log.warning(
+            "the %s grammar of custom tool %r cannot be translated (%s): "
+            "its calls take any text",
+            grammar.syntax, name, e,
+        )  # fmt: skip
 
 
 class ToolChoiceObject(WireModel):
@@ -180,8 +235,19 @@ class ResponsesRequest(WireModel):
 
     @field_validator("input", mode="before")
     @classmethod
-    def _input_count(cls, v: Any) -> Any:
-        return check_count(v, MAX_MESSAGES, "input items")
+    def _input_items(cls, v: Any) -> Any:
+        """Each item validated on its own, so an error names the item and says what is
+        wrong with it (not that the input is not a string)."""
+        check_count(v, MAX_MESSAGES, "input items")
+        if not isinstance(v, list):
+            return v
+        items = []
+        for i, item in enumerate(v):
+            try:
+                items.append(InputItem.model_validate(item))
+            except ValidationError as e:
+                raise _item_error(i, e) from None
+        return items
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -203,6 +269,9 @@ class ResponsesRequest(WireModel):
         fmt = self.text.format if self.text else None
         if fmt is not None and fmt.type == "json_schema" and fmt.schema_ is None:
             raise ParamError("text.format", "a json_schema format needs a schema")
+        if fmt is not None and fmt.type == "grammar":
+            msg = "text.format is text, json_object or json_schema (grammars are for custom tools)"
+            raise ParamError("text.format", msg)
         return self
 
     def tool_specs(self) -> list[T.ToolSpec]:
@@ -213,6 +282,13 @@ class ResponsesRequest(WireModel):
 
     def custom_tools(self) -> frozenset[str]:
         return frozenset(s.name for s in self.tool_specs() if s.free_form)
+
+    def namespaced(self) -> dict[str, tuple[str, str]]:
+        """Qualified name -> (namespace, name) of the functions namespace tools offer."""
+        out: dict[str, tuple[str, str]] = {}
+        for tool in self.tools or ():
+            out |= tool.namespaced()
+        return out
 
     def input_messages(self) -> list[T.Message]:
         if isinstance(self.input, str):
@@ -276,9 +352,18 @@ class ResponsesRequest(WireModel):
         return T.JsonFormat(fmt.schema_ if fmt.type == "json_schema" else None)
 
 
+def _item_error(index: int, e: ValidationError) -> ParamError:
+    """The error of input item `index`: a rule it breaks (not a union branch it is not)."""
+    errors = e.errors()
+    first = next((err for err in errors if err["type"] == "value_error"), errors[0])
+    where = validation_param(tuple(first["loc"]))
+    param = f"input[{index}]" + (f".{where}" if where else "")
+    return ParamError(param, str(first.get("msg", "invalid item")).removeprefix("Value error, "))
+
+
 def convert_items(items: list[InputItem]) -> list[T.Message]:
-    """Input items as core messages: consecutive calls join one assistant turn, a reasoning
-    item goes with the assistant turn after it."""
+    """Input items as core messages: an assistant message and the calls right after it
+    are one assistant turn, a reasoning item goes with the assistant turn after it."""
     out: list[T.Message] = []
     reasoning: list[str] = []
     for item in items:
@@ -298,7 +383,7 @@ def convert_items(items: list[InputItem]) -> list[T.Message]:
                 args = json.dumps({"input": item.input or ""}, ensure_ascii=False)
             call = T.ToolCall(item.qualified_name(), args, item.call_id)
             last = out[-1] if out else None
-            if last is not None and last.role == "assistant" and last.tool_calls and not reasoning:
+            if last is not None and last.role == "assistant" and not reasoning:
                 out[-1] = T.Message(
                     "assistant", last.content, tool_calls=(*last.tool_calls, call),
                     reasoning=last.reasoning,

@@ -13,14 +13,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ggufd.api.access_log import request_record
-from ggufd.api.errors import APIError
+from ggufd.api.errors import APIError, openai_error
 from ggufd.api.limits import at_end
 from ggufd.api.responses import bodies as B
 from ggufd.api.responses.protocol import ResponsesRequest
 from ggufd.api.responses.store import ResponseStore, Stored
 from ggufd.api.sse import SSE_HEADERS, EventStreamResponse, collect_or_abort
 from ggufd.engine.types import ErrorKind
-from ggufd.errors import EngineFailure
+from ggufd.errors import EngineFailure, Origin, ServingError
 from ggufd.serving import types as T
 from ggufd.serving.core import Serving
 
@@ -35,6 +35,18 @@ def serving(request: Request) -> Serving:
 def store(request: Request) -> ResponseStore:
     found: ResponseStore = request.app.state.responses
     return found
+
+
+# The request fields the core's request parts are in a Responses request.
+PARAMS = {Origin.MESSAGES: "input", Origin.FORMAT: "text.format"}
+
+
+def _api_error(err: ServingError) -> APIError:
+    """OpenAI's error, naming the field as the Responses API calls it."""
+    api = openai_error(err)
+    if err.origin is not None:
+        api.param = PARAMS.get(err.origin, api.param)
+    return api
 
 
 def _not_found(rid: str, param: str | None = None) -> APIError:
@@ -60,7 +72,9 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
                 "resp_" + (rec.request_id or "x").split("-", 1)[-1], rec.model or "", body
             )
             return EventStreamResponse(B.failed_sse(meta, e), headers=SSE_HEADERS)
-        raise
+        raise _api_error(e) from e
+    except ServingError as e:
+        raise _api_error(e) from e
     meta = B.Meta.new("resp_" + reply.id.split("-", 1)[-1], reply.model, body)
     conversation = (*history, *body.input_messages())
 

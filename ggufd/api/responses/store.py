@@ -63,11 +63,14 @@ class ResponseStore:
             return None
         return self.folder / f"{rid}.json"
 
-    def put(self, rid: str, entry: Stored) -> None:
+    def _remember(self, rid: str, entry: Stored) -> None:
         self._mem[rid] = entry
         self._mem.move_to_end(rid)
         while len(self._mem) > self._memory:
             self._mem.popitem(last=False)
+
+    def put(self, rid: str, entry: Stored) -> None:
+        self._remember(rid, entry)
         path = self._path(rid)
         if path is None:
             return
@@ -101,7 +104,7 @@ class ResponseStore:
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("stored response %s is unreadable: %s", rid, e)
             return None
-        self._mem[rid] = entry
+        self._remember(rid, entry)
         return entry
 
     def delete(self, rid: str) -> bool:
