@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ggufd.api import docs
+from ggufd.api.anthropic import errors as anthropic_errors
 from ggufd.api.errors import APIError
 from ggufd.errors import ModelUnavailable
 from ggufd.memory import MIB
@@ -113,9 +114,13 @@ async def list_models(request: Request) -> dict[str, Any]:
     "/v1/models/{model_id:path}", tags=["models"], response_model=None, responses=docs.MODEL
 )
 @router.get("/models/{model_id:path}", response_model=None, include_in_schema=False)
-async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request) -> Any:
     anthropic = "anthropic-version" in request.headers
-    for m in _pool(request).models:
-        if model_id in m.settings.names:
+    pool = _pool(request)
+    for m in pool.models:
+        if model_id in m.settings.names or (anthropic and pool.single):
             return anthropic_card(m) if anthropic else model_card(m)
-    raise APIError(404, f"model {model_id!r} not found", param="model", code="model_not_found")
+    message = f"model {model_id!r} not found"
+    if anthropic:  # (Claude Code: any name is the one model, as on /v1/messages)
+        return anthropic_errors.response(404, message)
+    raise APIError(404, message, param="model", code="model_not_found")

@@ -109,7 +109,7 @@ def format_grammar(fmt: JsonFormat) -> str:
         raise InvalidRequest(msg, Origin.FORMAT) from e
 
 
-def text_grammar(req: TextRequest) -> tuple[str, Origin] | None:
+def text_grammar(req: TextRequest | InfillRequest) -> tuple[str, Origin] | None:
     """(GBNF, the request part it comes from) a text reply must match, or None."""
     if req.response_format is not None:
         return format_grammar(req.response_format), Origin.FORMAT
@@ -133,7 +133,7 @@ def _pooling_mismatch(per_token: bool) -> str:
     if per_token:
         return (
             "this model is served with --pooling none (one vector per token): OpenAI's "
-            "embeddings need one per input; use --pooling mean, or llama-server's /embeddings"
+            "embeddings need one per input; use --pooling mean, or llama-server's /embedding"
         )
     return "one vector per token needs the model served with --pooling none"
 
@@ -310,6 +310,7 @@ class Serving:
                 raise InvalidRequest(msg, Origin.SUFFIX)
             tokens = await self._infill_tokens(model, req)
             gen = req.generation
+            grammar = text_grammar(req)
             rid = model.engine.new_id(id_prefix)
             one = _engine_request(
                 f"{rid}-0",
@@ -319,8 +320,12 @@ class Serving:
                 max_tokens=model.token_cap(gen.max_tokens),
                 stop=gen.stop,
                 parse_special=False,
+                grammar=grammar[0] if grammar else None,
             )
-            return await self._open(model, rec, rid, req.prefix, [one], None, TEXT_ORIGINS, 1)
+            origins = dict(TEXT_ORIGINS)
+            if grammar is not None:
+                origins[RequestPart.GRAMMAR] = grammar[1]
+            return await self._open(model, rec, rid, req.prefix, [one], None, origins, 1)
 
     @staticmethod
     async def _infill_tokens(model: ModelService, req: InfillRequest) -> list[int]:

@@ -16,6 +16,7 @@ from typing import Any
 from ggufd.engine.types import SamplingParams, TokenLogprob
 from ggufd.errors import ServingError
 from ggufd.tools.base import ToolSpec
+from ggufd.tools.grammar import FREE_FORM_PARAMETERS
 
 __all__ = [
     "CallResult",
@@ -99,6 +100,8 @@ def tool_template(tool: ToolSpec) -> dict[str, Any]:
         fn["description"] = tool.description
     if tool.parameters is not None:
         fn["parameters"] = dict(tool.parameters)
+    elif tool.free_form:  # one text input (tools/grammar.py writes its calls so)
+        fn["parameters"] = dict(FREE_FORM_PARAMETERS)
     if tool.strict is not None:
         fn["strict"] = tool.strict
     return {"type": "function", "function": fn}
@@ -191,6 +194,8 @@ class InfillRequest:
     prompt: str = ""  # text already typed at the cursor
     extra: tuple[tuple[str, str], ...] = ()  # (file name, text) chunks of context
     generation: Generation = field(default_factory=Generation)
+    grammar: str | None = None
+    response_format: JsonFormat | None = None
     stream: bool = False
 
 

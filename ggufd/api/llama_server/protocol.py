@@ -4,18 +4,21 @@ llama_cpp.server's /extras routes, with their conversion to the core's requests.
 Accepted and ignored (ggufd does these itself): `cache_prompt` (prompt caching is always
 on), `id_slot` (the scheduler picks the slot that shares the most of the prompt),
 `samplers`, `typical_p`, `mirostat*`, `dry_*`, `xtc_*` (not in ggufd's sampler chain).
+As llama-server does, `max_tokens` stands for `n_predict` when that is not given, and
+/embedding takes `input` as well as `content`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ggufd.api.errors import ParamError
 from ggufd.api.limits import MAX_EMBED_INPUTS, MAX_LOGIT_BIAS, MAX_PROMPTS, MAX_STOP, check_count
 from ggufd.engine.types import SamplingParams
 from ggufd.grammar.gbnf import check_gbnf
+from ggufd.grammar.json_schema import SchemaError, json_value_gbnf, schema_to_gbnf
 from ggufd.serving import types as T
 
 TokenIds = list[Annotated[int, Field(ge=0)]]
@@ -31,6 +34,7 @@ class Sampling(WireModel):
 
     model: str | None = None
     n_predict: int = -1  # -1: until the end of generation or the context
+    max_tokens: int | None = None  # (llama-server reads it when n_predict is not given)
     temperature: Annotated[float, Field(ge=0.0)] = 0.8
     top_k: Annotated[int, Field(ge=0)] = 40
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
@@ -48,6 +52,7 @@ class Sampling(WireModel):
     json_schema: dict[str, Any] | None = None
     stream: bool = False
     cache_prompt: bool = True
+    _schema_gbnf: str | None = PrivateAttr(default=None)  # json_schema's grammar
 
     @field_validator("stop")
     @classmethod
@@ -71,6 +76,10 @@ class Sampling(WireModel):
         if self.grammar is not None and self.json_schema is not None:
             raise ParamError("grammar", "give either grammar or json_schema, not both")
         self.bias()  # (raises for a bad entry)
+        if "n_predict" not in self.model_fields_set and self.max_tokens is not None:
+            self.n_predict = self.max_tokens
+        if self.json_schema is not None:
+            self._schema_gbnf = _schema_grammar(self.json_schema)
         return self
 
     def bias(self) -> tuple[tuple[int, float], ...]:
@@ -121,8 +130,20 @@ class Sampling(WireModel):
             ignore_eos=self.ignore_eos,
         )
 
-    def json_format(self) -> T.JsonFormat | None:
-        return T.JsonFormat(self.json_schema) if self.json_schema is not None else None
+    def grammar_text(self) -> str | None:
+        """The GBNF the reply must match: `grammar`, or the one `json_schema` makes."""
+        return self._schema_gbnf if self.json_schema is not None else self.grammar
+
+
+def _schema_grammar(schema: dict[str, Any]) -> str:
+    """json_schema's GBNF (any JSON value for `{}`); a 400 naming json_schema if it has a
+    keyword ggufd does not support."""
+    if not schema:
+        return json_value_gbnf()
+    try:
+        return schema_to_gbnf(schema)
+    except SchemaError as e:
+        raise ParamError("json_schema", f"this schema is not supported: {e}") from e
 
 
 class CompletionBody(Sampling):
@@ -150,8 +171,7 @@ class CompletionBody(Sampling):
             model=self.model,
             prompts=tuple(self.prompts()),
             generation=self.generation(),
-            grammar=self.grammar,
-            response_format=self.json_format(),
+            grammar=self.grammar_text(),
             stream=self.stream,
         )
 
@@ -175,6 +195,7 @@ class InfillBody(Sampling):
             prompt=self.prompt,
             extra=tuple((c.filename, c.text) for c in self.input_extra),
             generation=self.generation(),
+            grammar=self.grammar_text(),
             stream=self.stream,
         )
 
@@ -192,21 +213,32 @@ class DetokenizeBody(WireModel):
     model: str | None = None
 
 
+EmbedInput = str | TokenIds | list[str | TokenIds]
+
+
 class EmbeddingBody(WireModel):
-    content: str | TokenIds | list[str | TokenIds]
+    content: EmbedInput | None = None
+    input: EmbedInput | None = None  # (llama-server takes it first, when both are given)
     model: str | None = None
 
-    @field_validator("content")
+    @field_validator("content", "input")
     @classmethod
     def _content(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
-            raise ValueError("content must not be an empty list")
+            raise ValueError("must not be an empty list")
         if isinstance(v, list) and not isinstance(v[0], int):
             check_count(v, MAX_EMBED_INPUTS, "inputs")
         return v
 
+    @model_validator(mode="after")
+    def _given(self) -> EmbeddingBody:
+        if self.content is None and self.input is None:
+            raise ParamError("content", "content (or input) is required")
+        return self
+
     def to_core(self) -> T.EmbedInputs:
-        c = self.content
+        c = self.input if self.input is not None else self.content
+        assert c is not None
         if isinstance(c, str):
             inputs: tuple[str | tuple[int, ...], ...] = (c,)
         elif all(isinstance(x, int) for x in c):

@@ -6,20 +6,25 @@ debug-only routes: POST /props (change settings at run time) and /slots/{id}?act
 save|restore|erase answer 501 (ggufd saves and restores slots itself, --cache_dir; a
 setting changes with a config reload). llama_cpp.server: POST /extras/tokenize,
 /extras/tokenize/count, /extras/detokenize, with its bodies and OpenAI's error shape.
+
+/completion reads a text prompt as llama-server does: with BOS as the model wants and
+special tokens parsed (what /apply-template writes is the prompt chat completions use).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from ggufd import __version__
 from ggufd.api.access_log import request_record
 from ggufd.api.errors import APIError
 from ggufd.api.limits import at_end
 from ggufd.api.llama_server import bodies as B
+from ggufd.api.llama_server.bodies import JSON
 from ggufd.api.llama_server.errors import Route
 from ggufd.api.llama_server.protocol import (
     CompletionBody,
@@ -36,6 +41,7 @@ from ggufd.api.sse import SSE_HEADERS, EventStreamResponse, collect_or_abort
 from ggufd.pool import ModelPool
 from ggufd.serving.core import Serving
 from ggufd.serving.reply import Reply
+from ggufd.serving.types import TextRequest
 
 router = APIRouter(route_class=Route)
 extras = APIRouter()
@@ -66,13 +72,24 @@ async def _answer(request: Request, reply: Reply, body: Sampling, many: bool) ->
     if result is None:
         return Response(status_code=499)  # the client went away; nobody reads this
     out = B.completion_json(reply, result, _settings(body), want_probs)
-    return JSONResponse(out if many else out[0])
+    return JSON(out if many else out[0])
+
+
+async def _with_special_tokens(request: Request, core: TextRequest) -> TextRequest:
+    """The request with each text prompt tokenized as llama-server tokenizes it: BOS as
+    the model wants, special tokens (`<|im_start|>`) parsed."""
+    prompts: list[str | tuple[int, ...]] = []
+    for p in core.prompts:
+        if isinstance(p, str):
+            p = (await serving(request).tokenize(core.model, p, True, True)).ids
+        prompts.append(p)
+    return dataclasses.replace(core, prompts=tuple(prompts))
 
 
 @router.post("/completion", tags=["llama-server"], response_model=None)
 async def completion(body: CompletionBody, request: Request) -> Response:
     rec, end = request_record(request), at_end(request)
-    core = body.to_core()
+    core = await _with_special_tokens(request, body.to_core())
     reply = await serving(request).complete(core, rec, end, "cmpl")
     return await _answer(request, reply, body, len(core.prompts) > 1)
 
@@ -92,34 +109,34 @@ def _piece(piece: bytes) -> str | list[int]:
 
 
 @router.post("/tokenize", tags=["llama-server"], response_model=None)
-async def tokenize(body: TokenizeBody, request: Request) -> JSONResponse:
+async def tokenize(body: TokenizeBody, request: Request) -> JSON:
     toks = await serving(request).tokenize(
         body.model, body.content, body.add_special, body.parse_special
     )
     if body.with_pieces:
         pieces = [{"id": t, "piece": _piece(p)} for t, p in zip(toks.ids, toks.pieces, strict=True)]
-        return JSONResponse({"tokens": pieces})
-    return JSONResponse({"tokens": list(toks.ids)})
+        return JSON({"tokens": pieces})
+    return JSON({"tokens": list(toks.ids)})
 
 
 @router.post("/detokenize", tags=["llama-server"], response_model=None)
-async def detokenize(body: DetokenizeBody, request: Request) -> JSONResponse:
+async def detokenize(body: DetokenizeBody, request: Request) -> JSON:
     text = await serving(request).detokenize(body.model, tuple(body.tokens), special=True)
-    return JSONResponse({"content": text})
+    return JSON({"content": text})
 
 
 @router.post("/apply-template", tags=["llama-server"], response_model=None)
-async def apply_template(body: ChatCompletionRequest, request: Request) -> JSONResponse:
-    return JSONResponse({"prompt": await serving(request).render(body.to_core())})
+async def apply_template(body: ChatCompletionRequest, request: Request) -> JSON:
+    return JSON({"prompt": await serving(request).render(body.to_core())})
 
 
 @router.post("/embedding", tags=["llama-server"], response_model=None)
-async def embedding(body: EmbeddingBody, request: Request) -> JSONResponse:
+async def embedding(body: EmbeddingBody, request: Request) -> JSON:
     rec, end = request_record(request), at_end(request)
     emb = await serving(request).embed(body.to_core(), rec, end)
     vectors = emb.token_vectors or tuple((v,) for v in emb.vectors)
     data = [{"index": i, "embedding": [list(x) for x in v]} for i, v in enumerate(vectors)]
-    return JSONResponse(data)
+    return JSON(data)
 
 
 def _pool(request: Request) -> ModelPool:
@@ -128,13 +145,13 @@ def _pool(request: Request) -> ModelPool:
 
 
 @router.get("/props", tags=["llama-server"], response_model=None)
-async def props(request: Request, model: str | None = None) -> JSONResponse:
+async def props(request: Request, model: str | None = None) -> JSON:
     pool = _pool(request)
     async with pool.use(model) as service:
         info = service.engine.info
         assert info is not None
         defaults = Sampling()
-        return JSONResponse(
+        return JSON(
             {
                 "default_generation_settings": {
                     "n_ctx": info.n_ctx,
@@ -155,7 +172,7 @@ async def props(request: Request, model: str | None = None) -> JSONResponse:
 
 
 @router.post("/props", tags=["llama-server"], response_model=None)
-async def set_props() -> JSONResponse:
+async def set_props() -> JSON:
     raise APIError(
         NOT_SERVED,
         "ggufd does not change settings at run time: edit the config file and reload it "
@@ -164,7 +181,7 @@ async def set_props() -> JSONResponse:
 
 
 @router.get("/slots", tags=["llama-server"], response_model=None)
-async def slots(request: Request, model: str | None = None) -> JSONResponse:
+async def slots(request: Request, model: str | None = None) -> JSON:
     with_text = bool(getattr(request.app.state.settings, "log_prompts", False))
     model_id, states = await serving(request).slots(model, with_text)
     info = None
@@ -186,11 +203,11 @@ async def slots(request: Request, model: str | None = None) -> JSONResponse:
         if with_text:
             slot["prompt"] = s.text or ""
         out.append(slot)
-    return JSONResponse(out)
+    return JSON(out)
 
 
 @router.post("/slots/{slot_id}", tags=["llama-server"], response_model=None)
-async def slot_action(slot_id: str) -> JSONResponse:
+async def slot_action(slot_id: str) -> JSON:
     raise APIError(
         NOT_SERVED,
         "ggufd saves and restores slots itself (--cache_dir) and does not erase them on "
@@ -200,18 +217,18 @@ async def slot_action(slot_id: str) -> JSONResponse:
 
 # -- llama_cpp.server's extras ------------------------------------------------------------
 @extras.post("/extras/tokenize", tags=["llama_cpp.server"], response_model=None)
-async def extras_tokenize(body: ExtrasTokenize, request: Request) -> JSONResponse:
+async def extras_tokenize(body: ExtrasTokenize, request: Request) -> JSON:
     toks = await serving(request).tokenize(body.model, body.input, True, True)
-    return JSONResponse({"tokens": list(toks.ids)})
+    return JSON({"tokens": list(toks.ids)})
 
 
 @extras.post("/extras/tokenize/count", tags=["llama_cpp.server"], response_model=None)
-async def extras_count(body: ExtrasTokenize, request: Request) -> JSONResponse:
+async def extras_count(body: ExtrasTokenize, request: Request) -> JSON:
     toks = await serving(request).tokenize(body.model, body.input, True, True)
-    return JSONResponse({"count": len(toks.ids)})
+    return JSON({"count": len(toks.ids)})
 
 
 @extras.post("/extras/detokenize", tags=["llama_cpp.server"], response_model=None)
-async def extras_detokenize(body: ExtrasDetokenize, request: Request) -> JSONResponse:
+async def extras_detokenize(body: ExtrasDetokenize, request: Request) -> JSON:
     text = await serving(request).detokenize(body.model, tuple(body.tokens), special=False)
-    return JSONResponse({"text": text})
+    return JSON({"text": text})

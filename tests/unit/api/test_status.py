@@ -43,7 +43,13 @@ def test_health_with_one_loaded_model(tmp_path: Path) -> None:
                 {
                     "id": "local",
                     "status": "loaded",
-                    "offload": {"requested": -1, "layers": 0, "of": 31, "device": None},
+                    "offload": {
+                        "requested": -1,
+                        "layers": 0,
+                        "of": 31,
+                        "device": None,
+                        "split": [],
+                    },
                 }
             ],
         }

@@ -1,0 +1,1 @@
+"""llama-server's native routes and llama_cpp.server's /extras, without a model."""
