@@ -131,6 +131,7 @@ class EngineClient:
         self._send_lock = threading.Lock()
         self._ready = asyncio.Event()
         self._restarts = 0
+        self._last_failure: str | None = None  # why the last restart could not load
         self._respawn: asyncio.TimerHandle | None = None
         self._stopping = False
         self._query_ids = itertools.count()
@@ -212,14 +213,20 @@ class EngineClient:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(msg)
             case M.Ready(info):
-                self.info = info
+                self.info, self.error, self._last_failure = info, None, None
                 self.state = EngineState.READY
                 self._ready.set()
                 self._resubmit()
-            case M.Failed(message):
-                self._on_failed(message)
+            case M.Failed(message, retry):
+                self._on_failed(message, retry)
 
-    def _on_failed(self, message: str) -> None:
+    def _on_failed(self, message: str, retry: bool = False) -> None:
+        if retry and self.info is not None:
+            # A restart that may work later (an RPC server that is away): the worker
+            # exits now, and _on_exit restarts it with the crashes' backoff.
+            log.warning("the model worker could not be restarted: %s; trying again", message)
+            self.error = self._last_failure = message
+            return
         self.error = message
         self.state = EngineState.FAILED
         self._ready.set()
@@ -316,9 +323,10 @@ class EngineClient:
 
     def _give_up(self, how: str, was_loading: bool) -> None:
         when = " while loading" if was_loading else ""
+        last = self._last_failure or how
         self.error = (
             f"the model worker crashed {self._restarts + 1} times in a row without finishing "
-            f"a request (the last time{when}: {how}); it is not restarted again"
+            f"a request (the last time{when}: {last}); it is not restarted again"
         )
         self.state = EngineState.FAILED
         log.error("%s", self.error)

@@ -48,8 +48,13 @@ class Device:
 
 
 def _lib(name: str) -> ctypes.CDLL:
+    """One of llama-cpp-python's ggml libraries, by the file libllama itself loads.
+
+    The wheel holds copies, not links (libggml.so and libggml.so.0): loading another copy
+    than libllama's would give a second device registry, which llama.cpp never sees."""
     folder = os.path.join(os.path.dirname(lc.__file__), "lib")
-    return ctypes.CDLL(os.path.join(folder, name))
+    soname = os.path.join(folder, name + ".0")
+    return ctypes.CDLL(soname if os.path.exists(soname) else os.path.join(folder, name))
 
 
 def _bind() -> tuple[ctypes.CDLL, ctypes.CDLL]:

@@ -85,6 +85,7 @@ class Ready:
 @dataclass(frozen=True)
 class Failed:
     message: str
+    retry: bool = False  # the cause may pass (an RPC server that is away): try again
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ EMBED_SEQS = 64  # inputs one embeddings decode takes (engine/embedder.py's MAX_
 
 
 class LoadError(RuntimeError):
-    pass
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # it may load later (an RPC server that is away)
 
 
 class DecodeError(RuntimeError):
@@ -153,7 +155,7 @@ class Runner:
             try:
                 rpc.add_servers(rpc.parse_endpoints(",".join(cfg.rpc)))
             except (rpc.RPCError, ValueError) as e:
-                raise LoadError(str(e)) from e
+                raise LoadError(str(e), transient=isinstance(e, rpc.RPCError)) from e
         self.offload, self.warnings = plan_offload(cfg), list[str]()
         if self.offload.requested not in (0, "0") and self.offload.device is None:
             self.warnings.append(

@@ -10,6 +10,7 @@ running (lost, and suspected of the crash) and which were only waiting (resubmit
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import signal
@@ -457,10 +458,12 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # llama.cpp's aborts try to attach gdb for a backtrace first: seconds, for nothing here.
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     try:
         runner = Runner(cfg)
     except LoadError as e:
-        conn.send(M.Failed(str(e)))
+        conn.send(M.Failed(str(e), retry=e.transient))
         return
     worker = Worker(runner, cfg, on_start=lambda ids: conn.send(M.Started(ids)))
     conn.send(M.Ready(runner.info()))

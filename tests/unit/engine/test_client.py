@@ -305,6 +305,34 @@ async def test_a_worker_that_cannot_load_on_restart_fails_waiting_requests() -> 
     assert "could not be restarted: the model file is gone" in err.message
 
 
+async def test_a_restart_that_may_load_later_is_tried_again_with_backoff() -> None:
+    """An RPC server that is away: each restart fails with retry=True and the worker
+    exits; the client restarts it as after a crash, and gives up after MAX_RESTARTS."""
+    h = Harness()
+    held = h.submit(req("held"))
+    h.c._on_exit(SIGKILL)
+    away = "the RPC server 10.0.0.2:50052 cannot be reached: Connection refused"
+    for attempt in range(1, MAX_RESTARTS + 1):
+        await until(lambda n=attempt: h.spawns == n)  # type: ignore[misc]
+        h.c._on_message(M.Failed(away, retry=True))
+        assert h.c.state is not EngineState.FAILED, attempt
+        h.c._on_exit(0)  # the worker that could not load exits
+    assert h.c.state is EngineState.FAILED and h.spawns == MAX_RESTARTS
+    assert away in (h.c.error or "") and h.fatal
+    assert error_of(await drain(held)).kind is ErrorKind.ENGINE_DOWN
+
+
+async def test_a_restart_that_loads_after_retrying_recovers() -> None:
+    h = Harness()
+    h.c._on_exit(SIGKILL)
+    await until(lambda: h.spawns == 1)
+    h.c._on_message(M.Failed("the RPC server is away", retry=True))
+    h.c._on_exit(0)
+    await until(lambda: h.spawns == 2)
+    h.c._on_message(M.Ready(INFO))
+    assert h.c.state is EngineState.READY and h.c.error is None and not h.fatal
+
+
 async def test_stop_during_the_restart_backoff_restarts_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
