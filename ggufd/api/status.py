@@ -95,6 +95,9 @@ def anthropic_card(m: PooledModel) -> dict[str, Any]:
         "display_name": m.model_id,
         "created_at": datetime.fromtimestamp(created, timezone.utc).isoformat(),
         "context_length": m.context_length,
+        # (what the anthropic SDK's model type reads: the whole context either way)
+        "max_input_tokens": m.context_length,
+        "max_tokens": m.context_length,
     }
 
 

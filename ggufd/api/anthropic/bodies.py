@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ from ggufd.api.sse import with_heartbeat
 from ggufd.errors import ServingError
 from ggufd.serving import types as T
 from ggufd.serving.reply import Reply
+
+log = logging.getLogger("ggufd.api")
 
 PING_EVERY_S = 10.0
 
@@ -187,6 +190,9 @@ async def message_sse(
                     for frame in _frames(blocks, ev):
                         yield frame
     except ServingError as e:  # (raised by the reply's engine streams)
+        yield sse_error(e)
+    except Exception as e:  # a bug: the client still learns that the stream failed
+        log.exception("unexpected error in a stream: %s", e)
         yield sse_error(e)
     finally:
         await reply.aclose()

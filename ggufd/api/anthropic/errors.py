@@ -5,23 +5,29 @@ authentication_error 401, not_found_error 404, request_too_large 413, api_error 
 overloaded_error 529 (a full queue, or a model still loading, with Retry-After). A
 context overflow's message starts "prompt is too long", which Claude Code acts on.
 :class:`AnthropicRoute` gives this table to every route of the router that uses it,
-request validation included; the middlewares (keys, body size) ask :func:`is_anthropic`.
+request validation included, and answers an unforeseen exception as api_error 500 (not in
+OpenAI's shape, as the app-wide handler would); the middlewares (keys, body size) ask
+:func:`is_anthropic`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ggufd.api.errors import APIError, ParamError, validation_param
 from ggufd.engine.types import ErrorKind
 from ggufd.errors import EngineFailure, InvalidRequest, ModelNotFound, QueueFull, ServingError
+
+log = logging.getLogger("ggufd.api")
 
 PATHS = ("/v1/messages",)  # the routes whose errors take this shape
 OVERLOADED = 529
@@ -94,9 +100,17 @@ def serving_response(err: ServingError) -> JSONResponse:
     return response(*from_serving(err))
 
 
-def sse_error(err: ServingError) -> str:
+def unexpected_message(exc: Exception) -> str:
+    """What the client is told of a failure nobody foresaw (the log has the traceback)."""
+    return f"internal error: {type(exc).__name__}"
+
+
+def sse_error(err: ServingError | Exception) -> str:
     """The `event: error` frame for a failure after a stream has begun."""
-    status, message, _ = from_serving(err)
+    if isinstance(err, ServingError):
+        status, message, _ = from_serving(err)
+    else:
+        status, message = 500, unexpected_message(err)
     return f"event: error\ndata: {json.dumps(error_body(status, message))}\n\n"
 
 
@@ -134,5 +148,10 @@ class AnthropicRoute(APIRoute):
                 return serving_response(exc)
             except APIError as exc:
                 return from_api_error(exc)
+            except HTTPException:
+                raise  # (the app's handler answers it, in this shape: see handlers.py)
+            except Exception as exc:  # a bug: still an api_error in this API's shape
+                log.exception("unexpected error: %s", exc)
+                return response(500, unexpected_message(exc))
 
         return route

@@ -184,7 +184,7 @@ class MessagesRequest(WireModel):
             return None
         system = self.system
         blocks = [system] if isinstance(system, str) else [b.text for b in system]
-        kept = [b for b in blocks if not b.lstrip().startswith(BILLING_HEADER)]
+        kept = [t for t in map(_without_billing_header, blocks) if t]
         return "\n\n".join(kept) if kept else None
 
     def to_core(self) -> T.ChatRequest:
@@ -276,6 +276,15 @@ def _convert(m: Message) -> list[T.Message]:
     if said or not out:
         out.append(T.Message(m.role, "\n".join(said)))
     return out
+
+
+def _without_billing_header(text: str) -> str:
+    """A system text without a leading billing-header line (Claude Code sends it as a
+    block of its own; a proxy that joins the blocks into one string keeps the rest)."""
+    if not text.lstrip().startswith(BILLING_HEADER):
+        return text
+    _, _, rest = text.lstrip().partition("\n")
+    return rest.lstrip("\n")
 
 
 def _arguments(value: Any) -> str:
