@@ -26,7 +26,6 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from ggufd.engine.rpc import parse_endpoints
 from ggufd.ollama_store import is_store, read_store
 
 log = logging.getLogger("ggufd")
@@ -101,6 +100,8 @@ GpuLayers = Annotated[int | Literal["auto"], BeforeValidator(_gpu_layers)]
 
 def _rpc_servers(value: Any) -> Any:
     """host:port servers, from a comma-separated string or a list of them."""
+    from ggufd.engine.rpc import parse_endpoints  # (the CLI loads no engine module)
+
     items = value if isinstance(value, list) else [value]
     out: list[str] = []
     for item in items:

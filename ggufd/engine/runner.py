@@ -23,6 +23,7 @@ from ggufd.engine import devices, rpc
 from ggufd.engine.cpu import decide_repack
 from ggufd.engine.scheduler import BatchItem
 from ggufd.engine.types import FimTokens, ModelInfo, Offload, WorkerConfig
+from ggufd.engine.vocab_index import PrefixIndex
 from ggufd.gguf import ModelFileError, check_model_file
 from ggufd.memory import (
     COMPUTE_ALLOWANCE,
@@ -140,6 +141,7 @@ class Runner:
         self._log = _Log(cfg.verbose)
         self._stack = contextlib.ExitStack()
         self._embed_ctx: Any = None
+        self._prefix_index: PrefixIndex | None = None
         lc.llama_backend_init()
         try:
             self._load()
@@ -330,6 +332,19 @@ class Runner:
             buf = ctypes.create_string_buffer(-n)
             n = lc.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
         return buf.raw[:n]
+
+    def prefix_index(self) -> PrefixIndex:
+        """The vocabulary by its tokens' first bytes (for grammars; built on first use)."""
+        if self._prefix_index is None:
+            pieces, eog = [], []
+            buf = ctypes.create_string_buffer(256)
+            for t in range(self.n_vocab):
+                n = lc.llama_token_to_piece(self.vocab, t, buf, 256, 0, True)
+                pieces.append(ctypes.string_at(buf, n) if n >= 0 else self.token_bytes(t))
+                if lc.llama_vocab_is_eog(self.vocab, t):
+                    eog.append(t)
+            self._prefix_index = PrefixIndex(pieces, eog)
+        return self._prefix_index
 
     def is_eog(self, token: int) -> bool:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))

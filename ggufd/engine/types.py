@@ -71,6 +71,9 @@ class GenerateRequest:
     parse_special: bool = True
     ignore_eos: bool = False
     grammar: str | None = None  # GBNF grammar (rule `root`) the output must match
+    # With triggers the grammar is lazy: the output is free until it contains one of
+    # them, and must match the grammar from there (a tool call under tool_choice auto).
+    grammar_triggers: tuple[str, ...] = ()
     # A client's name for its conversation (prompt_cache_key): among slots sharing as much
     # of the prompt, the one that last served this key is taken.
     cache_key: str | None = None

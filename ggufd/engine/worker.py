@@ -160,7 +160,9 @@ class Worker:
             cache_key=req.cache_key,
         )
         try:
-            sampler = Sampler(req.sampling, seed, r.n_vocab, req.grammar, r.vocab)
+            sampler = Sampler(
+                req.sampling, seed, r.n_vocab, req.grammar, r.vocab, req.grammar_triggers, r
+            )
         except GrammarError as e:
             raise RequestError(ErrorKind.INVALID, str(e), RequestPart.GRAMMAR) from e
         return Active(req, seq, sampler, Detokenizer(req.stop), max_len)

@@ -13,6 +13,7 @@ adapter writes as JSON or as its stream format. Errors are domain errors (ggufd/
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,20 +82,41 @@ class Tokens:
     pieces: tuple[bytes, ...]
 
 
-def chat_grammar(req: ChatRequest, dialect: Dialect) -> tuple[str, Origin] | None:
-    """(GBNF, the request part it comes from) a chat reply must match, or None."""
+@dataclass(frozen=True)
+class Constraint:
+    """The grammar a reply must match, the request part it comes from, and its triggers
+    (with triggers it is lazy: it applies from the first one the reply writes)."""
+
+    gbnf: str
+    origin: Origin
+    triggers: tuple[str, ...] = ()
+
+
+def chat_grammar(req: ChatRequest, dialect: Dialect) -> Constraint | None:
+    """What a chat reply must match: a forced call, a format, a raw grammar; or, with
+    tools the model may call (tool_choice auto), a lazy grammar for its calls."""
     forced = req.forced_tools()
     if forced:
         try:
-            return dialect.call_grammar(forced, req.parallel_tool_calls is True), Origin.TOOLS
+            gbnf = dialect.call_grammar(forced, req.parallel_tool_calls is True)
         except SchemaError as e:
             msg = f"the forced tool call cannot be constrained: {e}"
             raise InvalidRequest(msg, Origin.TOOLS) from e
+        return Constraint(gbnf, Origin.TOOLS)
     if req.response_format is not None:
-        return format_grammar(req.response_format), Origin.FORMAT
+        return Constraint(format_grammar(req.response_format), Origin.FORMAT)
     if req.grammar is not None:
-        return req.grammar, Origin.GRAMMAR
-    return None
+        return Constraint(req.grammar, Origin.GRAMMAR)
+    tools = req.offered_tools()
+    triggers = dialect.grammar_triggers() if tools else ()
+    if not triggers:
+        return None
+    try:
+        gbnf = dialect.call_grammar(tools, req.parallel_tool_calls is not False)
+    except SchemaError as e:  # the calls stay free; parsing them still works
+        log.info("tool calls are not constrained: %s", e)
+        return None
+    return Constraint(gbnf, Origin.TOOLS, triggers)
 
 
 def format_grammar(fmt: JsonFormat) -> str:
@@ -109,14 +131,16 @@ def format_grammar(fmt: JsonFormat) -> str:
         raise InvalidRequest(msg, Origin.FORMAT) from e
 
 
-def text_grammar(req: TextRequest | InfillRequest) -> tuple[str, Origin] | None:
-    """(GBNF, the request part it comes from) a text reply must match, or None."""
+def text_grammar(req: TextRequest | InfillRequest) -> Constraint | None:
+    """What a text reply must match, or None."""
     if req.response_format is not None:
-        return format_grammar(req.response_format), Origin.FORMAT
+        return Constraint(format_grammar(req.response_format), Origin.FORMAT)
     if req.grammar is not None:
-        return req.grammar, Origin.GRAMMAR
+        return Constraint(req.grammar, Origin.GRAMMAR)
     return None
 
+
+log = logging.getLogger("ggufd.serving")
 
 T = TypeVar("T")
 
@@ -153,7 +177,12 @@ def _seeded(sampling: SamplingParams, index: int) -> SamplingParams:
 
 
 def _engine_request(
-    rid: str, prompt: str | tuple[int, ...], gen: Generation, index: int, **kw: Any
+    rid: str,
+    prompt: str | tuple[int, ...],
+    gen: Generation,
+    index: int,
+    grammar: Constraint | None,
+    **kw: Any,
 ) -> GenerateRequest:
     return GenerateRequest(
         id=rid,
@@ -162,6 +191,8 @@ def _engine_request(
         logprobs=gen.logprobs,
         ignore_eos=gen.ignore_eos,
         add_special=True,
+        grammar=grammar.gbnf if grammar else None,
+        grammar_triggers=grammar.triggers if grammar else (),
         **kw,
     )
 
@@ -195,17 +226,17 @@ class Serving:
                     prompt,
                     gen,
                     i,
+                    grammar,
                     max_tokens=model.token_cap(gen.max_tokens),
                     stop=gen.stop + template_stop,
                     parse_special=True,
-                    grammar=grammar[0] if grammar else None,
                     cache_key=req.cache_key,
                 )
                 for i in range(req.n)
             ]
             origins = dict(CHAT_ORIGINS)
             if grammar is not None:
-                origins[RequestPart.GRAMMAR] = grammar[1]
+                origins[RequestPart.GRAMMAR] = grammar.origin
             return await self._open(model, rec, rid, prompt, reqs, spec, origins, req.n)
 
     async def count_tokens(self, req: ChatRequest, rec: RequestRecord) -> int:
@@ -232,11 +263,11 @@ class Serving:
                     prompt,
                     gen,
                     i,
+                    grammar,
                     max_tokens=model.token_cap(gen.max_tokens),
                     stop=gen.stop,
                     echo=req.echo,
                     parse_special=False,
-                    grammar=grammar[0] if grammar else None,
                 )
                 for p, prompt in enumerate(req.prompts)
                 for i in range(req.n)
@@ -244,7 +275,7 @@ class Serving:
             prompts = list(req.prompts)
             origins = dict(TEXT_ORIGINS)
             if grammar is not None:
-                origins[RequestPart.GRAMMAR] = grammar[1]
+                origins[RequestPart.GRAMMAR] = grammar.origin
             return await self._open(model, rec, rid, prompts, reqs, None, origins, req.n)
 
     async def embed(self, req: EmbedInputs, rec: RequestRecord, at_end: AtEnd | None) -> Embeddings:
@@ -317,14 +348,14 @@ class Serving:
                 tuple(tokens),
                 gen,
                 0,
+                grammar,
                 max_tokens=model.token_cap(gen.max_tokens),
                 stop=gen.stop,
                 parse_special=False,
-                grammar=grammar[0] if grammar else None,
             )
             origins = dict(TEXT_ORIGINS)
             if grammar is not None:
-                origins[RequestPart.GRAMMAR] = grammar[1]
+                origins[RequestPart.GRAMMAR] = grammar.origin
             return await self._open(model, rec, rid, req.prefix, [one], None, origins, 1)
 
     @staticmethod

@@ -321,6 +321,12 @@ class Dialect(ABC):
     def start_markers(self) -> tuple[str, ...]:
         """Strings that begin a tool call anywhere in a reply."""
 
+    def grammar_triggers(self) -> tuple[str, ...]:
+        """The start markers :meth:`call_grammar`'s calls begin with: where a lazy call
+        grammar takes over a free reply (none when calls are not written after a marker)."""
+        written = self.format_call("f", "{}")
+        return tuple(m for m in self.start_markers() if written.startswith(m))
+
     @abstractmethod
     def format_call(self, name: str, arguments_json: str) -> str:
         """How this dialect writes one call (for few-shot examples and generic prompts)."""

@@ -127,8 +127,11 @@ class ScriptedSampler:
         n_vocab: int,
         grammar: str | None = None,
         vocab: Any = None,
+        triggers: tuple[str, ...] = (),
+        lexicon: Any = None,
     ) -> None:
         self.params, self.seed, self.grammar = params, seed, grammar
+        self.triggers, self.lexicon = triggers, lexicon
         self.script = list(self.scripts.get(seed, []))
         self.calls: list[int] = []
         self.closed = False
@@ -628,6 +631,17 @@ def test_prompt_logprobs_survive_preemption(scripts: dict[int, list[int]]) -> No
     assert starts.count(0) == 2, "the scenario no longer preempts 'echo' mid-prompt"
     (plp,) = [e for e in events if isinstance(e, PromptLogprobs)]
     assert [lp.token for lp in plp.logprobs] == ["<s>", *prompt]
+
+
+def test_a_lazy_grammar_reaches_the_sampler_with_its_triggers_and_the_vocabulary(
+    scripts: dict[int, list[int]],
+) -> None:
+    w = make_worker()
+    g = 'root ::= "<tool_call>" [a-z]*'
+    w.submit(GenerateRequest("r", "a", grammar=g, grammar_triggers=("<tool_call>",)))
+    (made,) = ScriptedSampler.made
+    assert (made.grammar, made.triggers) == (g, ("<tool_call>",))
+    assert made.lexicon is w.runner  # it reads the pieces and tokenizes the replay
 
 
 # -- seeds -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ggufd.grammar.json_schema import json_value_gbnf, schema_to_gbnf
 from ggufd.pool import ModelPool
 from ggufd.server import service_factory
 from ggufd.serving import types as T
-from ggufd.serving.core import Serving, _seeded, chat_grammar
+from ggufd.serving.core import Constraint, Serving, _seeded, chat_grammar
 from ggufd.serving.record import RequestRecord
 from ggufd.settings import ModelSettings
 from ggufd.tools.detect import get_dialect
@@ -133,28 +133,31 @@ async def test_reasoning_false_leaves_thinking_in_the_content(tmp_path: Path) ->
 HERMES = get_dialect("hermes")
 
 
+C = Constraint
+
+
 @pytest.mark.parametrize(
     ("req", "expected"),
     [
         (T.ChatRequest(None, USER), None),
-        (T.ChatRequest(None, USER, grammar='root ::= "x"'), ('root ::= "x"', Origin.GRAMMAR)),
+        (T.ChatRequest(None, USER, grammar='root ::= "x"'), C('root ::= "x"', Origin.GRAMMAR)),
         (
             T.ChatRequest(None, USER, response_format=T.JsonFormat()),
-            (json_value_gbnf(), Origin.FORMAT),
+            C(json_value_gbnf(), Origin.FORMAT),
         ),
         (
             T.ChatRequest(None, USER, response_format=T.JsonFormat(True)),
-            (json_value_gbnf(), Origin.FORMAT),
+            C(json_value_gbnf(), Origin.FORMAT),
         ),
         (
             T.ChatRequest(None, USER, response_format=T.JsonFormat({"type": "array"})),
-            (schema_to_gbnf({"type": "array"}), Origin.FORMAT),
+            C(schema_to_gbnf({"type": "array"}), Origin.FORMAT),
         ),
         (
             T.ChatRequest(
                 None, USER, tools=(TOOL,), tool_choice=T.ToolChoice(T.ToolChoiceMode.REQUIRED)
             ),
-            (HERMES.call_grammar([TOOL], False), Origin.TOOLS),
+            C(HERMES.call_grammar([TOOL], False), Origin.TOOLS),
         ),
         (
             T.ChatRequest(
@@ -164,13 +167,61 @@ HERMES = get_dialect("hermes")
                 tool_choice=T.ToolChoice(T.ToolChoiceMode.NAMED, "other"),
                 parallel_tool_calls=True,
             ),
-            (HERMES.call_grammar([T.ToolSpec("other")], True), Origin.TOOLS),
+            C(HERMES.call_grammar([T.ToolSpec("other")], True), Origin.TOOLS),
         ),
-        (T.ChatRequest(None, USER, tools=(TOOL,)), None),  # auto: free text
+        # auto: free text until the model opens a call, then the call grammar (lazy),
+        # several calls unless parallel_tool_calls is false
+        (
+            T.ChatRequest(None, USER, tools=(TOOL,)),
+            C(HERMES.call_grammar([TOOL], True), Origin.TOOLS, ("<tool_call>",)),
+        ),
+        (
+            T.ChatRequest(None, USER, tools=(TOOL,), parallel_tool_calls=False),
+            C(HERMES.call_grammar([TOOL], False), Origin.TOOLS, ("<tool_call>",)),
+        ),
+        # a format or a raw grammar wins over the lazy call grammar
+        (
+            T.ChatRequest(None, USER, tools=(TOOL,), grammar='root ::= "x"'),
+            C('root ::= "x"', Origin.GRAMMAR),
+        ),
+        # tool_choice none: no tools, no grammar
+        (
+            T.ChatRequest(
+                None, USER, tools=(TOOL,), tool_choice=T.ToolChoice(T.ToolChoiceMode.NONE)
+            ),
+            None,
+        ),
     ],
 )
-def test_chat_grammar(req: T.ChatRequest, expected: tuple[str, Origin] | None) -> None:
+def test_chat_grammar(req: T.ChatRequest, expected: Constraint | None) -> None:
     assert chat_grammar(req, HERMES) == expected
+
+
+def test_auto_calls_a_schema_cannot_constrain_stay_free() -> None:
+    req = T.ChatRequest(None, USER, tools=(T.ToolSpec("f", parameters={"not": {}}),))
+    assert chat_grammar(req, HERMES) is None
+
+
+@pytest.mark.parametrize(
+    ("dialect", "triggers"),
+    [
+        ("hermes", ("<tool_call>",)),
+        ("mistral", ("[TOOL_CALLS]",)),
+        ("functionary", (">>>",)),
+        # Llama 3 writes its JSON calls without <|python_tag|>; generic has no marker
+        ("llama3", ()),
+        ("generic", ()),
+    ],
+)
+def test_a_lazy_grammar_only_where_calls_start_with_a_marker(
+    dialect: str, triggers: tuple[str, ...]
+) -> None:
+    d = get_dialect(dialect)
+    req = T.ChatRequest(None, USER, tools=(TOOL,))
+    got = chat_grammar(req, d)
+    assert (got.triggers if got else ()) == triggers
+    if got:
+        assert got.gbnf == d.call_grammar([TOOL], True)
 
 
 @pytest.mark.parametrize(
