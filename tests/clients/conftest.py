@@ -13,9 +13,11 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,62 @@ def opencode_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.fail(f"no runnable opencode binary among {[str(c) for c in candidates]}")
 
 
+def runnable(candidates: list[Path], what: str, home: Path) -> Path:
+    """The first of `candidates` that answers `--version` (run with HOME in `home`).
+
+    Skips when none exists (npm installed no binary for this platform); fails when one
+    exists and none runs.
+    """
+    found = [c for c in candidates if c.is_file()]
+    if not found:
+        pytest.skip(f"the {what} npm package has no binary for this platform")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    tried: list[str] = []
+    for exe in found:
+        try:
+            proc = subprocess.run(
+                [str(exe), "--version"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env=env,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            tried.append(f"{exe}: {e}")
+            continue
+        if proc.returncode == 0:
+            return exe
+        tried.append(f"{exe}: status {proc.returncode}: {(proc.stdout + proc.stderr)[-500:]}")
+    pytest.fail(f"no runnable {what} binary:\n" + "\n".join(tried))
+
+
+@pytest.fixture(scope="session")
+def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `claude` executable of the pinned `@anthropic-ai/claude-code` package."""
+    dest = npm_install("claude-code", tmp_path_factory.mktemp("claude-code-npm"))
+    scope = dest / "node_modules" / "@anthropic-ai"
+    # The package's postinstall puts the platform's native binary at bin/claude.exe; when
+    # npm skipped install scripts, the platform package's own binary is used instead.
+    candidates = [scope / "claude-code" / "bin" / "claude.exe"]
+    candidates += sorted(scope.glob("claude-code-linux-*/claude"))
+    candidates += sorted(scope.glob("claude-code-darwin-*/claude"))
+    return runnable(candidates, "Claude Code", tmp_path_factory.mktemp("claude-version"))
+
+
+@pytest.fixture(scope="session")
+def codex_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The native `codex` executable of the pinned `@openai/codex` package.
+
+    (bin/codex.js only finds this binary in the platform package and execs it.)
+    """
+    dest = npm_install("codex", tmp_path_factory.mktemp("codex-npm"))
+    scope = dest / "node_modules" / "@openai"
+    candidates = sorted(scope.glob("codex-*/vendor/*/bin/codex"))
+    candidates += sorted(scope.glob("codex/vendor/*/bin/codex"))
+    return runnable(candidates, "Codex CLI", tmp_path_factory.mktemp("codex-version"))
+
+
 # --- recording proxy -----------------------------------------------------------------------
 
 
@@ -131,12 +189,25 @@ class Exchange:
     original: bytes  # as the client sent it (differs when the proxy rewrote it)
     status: int = 0
     response: bytearray = field(default_factory=bytearray)
+    # time.monotonic() when the proxy had read the request, and, for each chunk of the
+    # response relayed to the client, when it was relayed and the response's length then.
+    received_at: float = 0.0
+    relayed: list[tuple[float, int]] = field(default_factory=list)
 
     def json(self) -> Any:
         return json.loads(self.body)
 
     def response_text(self) -> str:
         return self.response.decode("utf-8", errors="replace")
+
+    def seconds_to(self, marker: bytes) -> float | None:
+        """Seconds from the proxy receiving the request to relaying the chunk in which
+        `marker` first appears in the response (None when it does not, in what was kept)."""
+        at = bytes(self.response).find(marker)
+        if at < 0:
+            return None
+        end = at + len(marker)
+        return next((t - self.received_at for t, size in self.relayed if size >= end), None)
 
     def describe(self) -> str:
         """The request body and the response, for failure messages."""
@@ -172,10 +243,11 @@ class RecordingProxy:
             def relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 original = self.rfile.read(length) if length else b""
+                received_at = time.monotonic()
                 body = original
                 if proxy.rewrite is not None and original:
                     body = json.dumps(proxy.rewrite(self.path, json.loads(original))).encode()
-                ex = Exchange(self.command, self.path, body, original)
+                ex = Exchange(self.command, self.path, body, original, received_at=received_at)
                 with proxy.lock:
                     proxy.exchanges.append(ex)
                 headers = {
@@ -200,6 +272,7 @@ class RecordingProxy:
                             ex.response += chunk
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                         self.wfile.flush()
+                        ex.relayed.append((time.monotonic(), len(ex.response)))
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
@@ -227,12 +300,26 @@ class RecordingProxy:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def posts(self, path: str) -> list[Exchange]:
+    def posts(self, path: str, query: bool = False) -> list[Exchange]:
+        """The POSTs to `path`; with `query`, also those to `path?...` (Claude Code sends
+        `/v1/messages?beta=true`)."""
         with self.lock:
-            return [e for e in self.exchanges if e.method == "POST" and e.path == path]
+            return [
+                e
+                for e in self.exchanges
+                if e.method == "POST"
+                and (e.path == path or (query and e.path.startswith(path + "?")))
+            ]
 
     def chat_posts(self) -> list[Exchange]:
         return self.posts("/v1/chat/completions")
+
+    def messages_posts(self) -> list[Exchange]:
+        """Anthropic Messages requests (not their count_tokens)."""
+        return self.posts("/v1/messages", query=True)
+
+    def responses_posts(self) -> list[Exchange]:
+        return self.posts("/v1/responses", query=True)
 
     def describe(self) -> str:
         with self.lock:
@@ -261,3 +348,48 @@ def proxy(client_server: RunningServer) -> Iterator[RecordingProxy]:
         yield p
     finally:
         p.stop()
+
+
+# Claude Code (`--bare`) and Codex (without its multi-agent tools) send first prompts of
+# about 1,100 and 6,500 tokens: the context the issue promises them, SmolLM2's trained one.
+AGENT_CTX = 8192
+
+
+@pytest.fixture(scope="session")
+def agent_server(smollm2_path: str) -> Iterator[RunningServer]:
+    """The server of the coding-agent tests: one sequence of AGENT_CTX tokens (the agents
+    send one request at a time, and the next turn reuses the slot's cached prompt), and
+    prompts in its log, where the tests look for the tool results the agents sent back."""
+    args = ["--model", smollm2_path, "--n_ctx", str(AGENT_CTX), "--parallel", "1"]
+    with start_server([*args, "--log_prompts", "True"]) as srv:
+        yield srv
+
+
+@pytest.fixture
+def agent_proxy(agent_server: RunningServer) -> Iterator[RecordingProxy]:
+    """A fresh recording proxy in front of the coding-agent server, for one test."""
+    p = RecordingProxy(agent_server.port).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def access_line(log: str, request_id: str) -> str:
+    """The server's access-log line of the request whose id is `request_id` (the reply's
+    id with `-` for its `_`: msg_X is req=msg-X, resp_X is req=resp-X); "" when none."""
+    req = "req=" + request_id.replace("_", "-", 1) + " "
+    return next((line for line in log.splitlines() if req in line), "")
+
+
+def logged_prompt(line: str) -> str:
+    """The prompt an access-log line holds (it is there with --log_prompts), as text."""
+    at = line.find(" prompt=")
+    if at < 0:
+        return ""
+    rest = line[at + len(" prompt=") :]
+    try:
+        value, _ = json.JSONDecoder().raw_decode(rest)
+    except ValueError:  # a plain value is written unquoted
+        return rest.split(" ", 1)[0]
+    return value if isinstance(value, str) else json.dumps(value)
