@@ -216,6 +216,7 @@ class Serving:
                 dialect=model.dialect if tools else None,
                 split_reasoning=split,
                 starts_inside=split and prompt_opens_thinking(prompt),
+                forced_call=req.forced_tools() is not None,
             )
             gen = _with_default_stop(req.generation, model)
             template_stop = tuple(s for s in model.template.stop if s not in gen.stop)

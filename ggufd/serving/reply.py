@@ -153,6 +153,8 @@ class ParseSpec:
     dialect: Dialect | None = None  # None: no tools were offered, all text is content
     split_reasoning: bool = True
     starts_inside: bool = False  # the prompt opened a <think> block
+    # A grammar forces a call: text of a call the length limit cut short is no content.
+    forced_call: bool = False
 
     def parser(self) -> ReplyParser:
         return ReplyParser(self.dialect, self.split_reasoning, self.starts_inside)
@@ -224,7 +226,11 @@ class Reply:
         else:
             pieces = parser.feed(ev.text) if ev.text else []
             if ev.finish_reason is not None:
-                pieces += parser.finish()
+                last = parser.finish()
+                if self.spec is not None and self.spec.forced_call:
+                    if ev.finish_reason.value == Finish.LENGTH.value:
+                        last = [p for p in last if not isinstance(p, ContentPiece)]
+                pieces += last
         if any(isinstance(p, ReasoningPiece) for p in pieces):
             self.choices[i].reasoning_tokens += ev.n_tokens
         out = _events(i, pieces, ev.logprobs)
@@ -232,6 +238,7 @@ class Reply:
             finish = Finish(ev.finish_reason.value)
             if parser is not None and parser.saw_calls and finish is Finish.STOP:
                 finish = Finish.TOOL_CALLS
+                self.streams[i].stats.finish_reason = finish.value  # (for the access log)
             out.append(ChoiceEnd(i, finish, ev.stop_string, ev.completion_tokens))
         return out
 

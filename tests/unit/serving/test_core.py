@@ -109,16 +109,46 @@ async def test_max_tokens_limit_holds_the_reply(tmp_path: Path) -> None:
 async def test_tools_reach_the_prompt_and_the_reply_is_parsed(tmp_path: Path) -> None:
     call = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
     serving, engines = make(tmp_path, reply_script(call))
-    result = await chat(serving, T.ChatRequest(None, USER, tools=(TOOL,)))
+    rec = record()
+    result = await chat(serving, T.ChatRequest(None, USER, tools=(TOOL,)), rec)
     assert "get_weather" in engines[0].submitted[0].prompt  # the generic tool prompt
     (c,) = result.choices
     assert [x.name for x in c.calls] == ["get_weather"] and c.finish is T.Finish.TOOL_CALLS
+    assert rec.finish_reasons() == ["tool_calls"]  # the access log's finish=
     # tool_choice none: not offered, and the same text is plain content
     serving2, engines2 = make(tmp_path, reply_script(call))
     none = T.ToolChoice(T.ToolChoiceMode.NONE)
     result = await chat(serving2, T.ChatRequest(None, USER, tools=(TOOL,), tool_choice=none))
     assert "get_weather" not in str(engines2[0].submitted[0].prompt)
     assert result.choices[0].content == call and not result.choices[0].calls
+
+
+def cut_script(*texts: str) -> Script:
+    """Every request answered with these pieces, the last one ended by the length limit."""
+
+    def script(req: GenerateRequest) -> list[Event | BaseException]:
+        events: list[Event | BaseException] = [Accepted(req.id, 3)]
+        for k, text in enumerate(texts):
+            finish = FinishReason.LENGTH if k == len(texts) - 1 else None
+            events.append(TokenEvent(req.id, text, 1, (), finish, k + 1))
+        return events
+
+    return script
+
+
+async def test_a_forced_call_cut_by_the_length_limit_is_no_content(tmp_path: Path) -> None:
+    """The grammar made it a call: its unfinished text is not the answer (Codex printed it)."""
+    cut = ('<tool_call>\n{"name": "get_weather", ', '"arguments": {"city": "Par')
+    required = T.ToolChoice(T.ToolChoiceMode.REQUIRED)
+    serving, _ = make(tmp_path, cut_script(*cut))
+    result = await chat(serving, T.ChatRequest(None, USER, tools=(TOOL,), tool_choice=required))
+    (c,) = result.choices
+    assert (c.content, c.calls, c.finish) == ("", [], T.Finish.LENGTH)
+    # not forced: the same unfinished text stays the content, as the model wrote it
+    serving, _ = make(tmp_path, cut_script(*cut))
+    result = await chat(serving, T.ChatRequest(None, USER, tools=(TOOL,)))
+    (c,) = result.choices
+    assert (c.content, c.finish) == ("".join(cut), T.Finish.LENGTH)
 
 
 async def test_reasoning_false_leaves_thinking_in_the_content(tmp_path: Path) -> None:
