@@ -4,17 +4,20 @@ gives a router's routes (request validation included) that shape.
 An :class:`ErrorShape` owns the paths of its API (`matches`), its body (`body`) and its
 mapping of the domain errors (`from_serving`, by default OpenAI's statuses).
 :func:`shaped_route` makes the APIRoute class of a router; api/handlers.py asks the shapes
-for the middlewares' errors (keys, body size) and unknown routes.
+for the middlewares' errors (keys, body size) and unknown routes. An exception nobody
+foresaw is a 500 in the shape too (logged with its traceback), as the spec documents it.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,6 +29,8 @@ from ggufd.api.errors import (
     validation_param,
 )
 from ggufd.errors import ServingError
+
+log = logging.getLogger("ggufd.api")
 
 Headers = dict[str, str] | None
 
@@ -96,6 +101,11 @@ def shaped_route(shape: ErrorShape) -> type[APIRoute]:
                     return shape.serving_response(exc)
                 except APIError as exc:
                     return shape.from_api_error(exc)
+                except HTTPException:
+                    raise  # (the app's handler answers it, in this shape: see handlers.py)
+                except Exception as exc:  # a bug: still a 500 in this API's shape
+                    log.exception("unexpected error: %s", exc)
+                    return shape.response(500, f"internal error: {type(exc).__name__}")
 
             return route
 

@@ -2,15 +2,22 @@
 
 Every operation in ``/openapi.json`` gets requests generated from its schema, both
 valid ones (positive mode) and ones that break it (negative mode), and each answer must
-pass four checks: no 5xx (``not_a_server_error``), a status the spec documents
-(``status_code_conformance``), a documented content type (``content_type_conformance``)
-and a body that matches the documented schema (``response_schema_conformance``). After
+pass four checks: no 5xx (``not_a_server_error``; a 501 is no failure where the spec
+documents it: ggufd's refusal of llama-server's runtime settings and slot actions), a
+status the spec documents (``status_code_conformance``), a documented content type
+(``content_type_conformance``) and a body that matches the documented schema
+(``response_schema_conformance``). After
 the run the model's worker must be the one it started with (no crash and restart) and
 ``/health`` must answer 200.
 
 Generation is kept cheap, and this is documented behaviour of the fuzzer, not of the
-server: ``max_tokens``/``max_completion_tokens`` are capped at 4 (set when absent) and
-``n`` at 2 in generated bodies; fuzzing how long a reply is, is not the point.
+server: in generated bodies, OpenAI's ``max_tokens``/``max_completion_tokens`` are capped
+at 4 (set when absent) and ``n`` at 2; Anthropic's ``max_tokens`` at 4 (it is required);
+the Responses API's ``max_output_tokens`` at 4 (set when absent); llama-server's
+``n_predict`` (/completion, /infill) at 4 (set when absent or negative, which is no
+limit) and its ``max_tokens`` at 4; Ollama's ``options.num_predict`` at 4 (set when absent
+or below 1), and Ollama's ``keep_alive`` is dropped. Fuzzing how long a reply is, is not
+the point.
 
 Without ``--url`` a server is started on SmolLM2 (``--model`` to change it). CI runs a
 bounded version (``tests/api/test_fuzz.py``); the long run is
@@ -35,7 +42,9 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from hypothesis.reporting import with_reporter
 from schemathesis import Case, GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CheckContext
+from schemathesis.checks import not_a_server_error as _not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -44,6 +53,18 @@ from schemathesis.specs.openapi.checks import (
 
 from ggufd.bench.peers import free_port, start_process
 from ggufd.settings import default_model_path
+
+NOT_SERVED = 501
+
+
+def not_a_server_error(ctx: CheckContext, response: Any, case: Case) -> bool | None:
+    """No 5xx, except a 501 where the operation documents one: ggufd's refusal of what it
+    does not do (llama-server's POST /props and /slots/{id}), not a failure of the server."""
+    documented = case.operation.definition.raw.get("responses") or {}
+    if response.status_code == NOT_SERVED and str(NOT_SERVED) in documented:
+        return None
+    return _not_a_server_error(ctx, response, case)
+
 
 CHECKS = [
     not_a_server_error,
@@ -55,6 +76,9 @@ MAX_TOKENS = 4
 MAX_N = 2
 _GENERATES = ("/v1/chat/completions", "/v1/completions")
 _OLLAMA_GENERATES = ("/api/chat", "/api/generate")
+_ANTHROPIC_GENERATES = ("/v1/messages",)
+_RESPONSES_GENERATES = ("/v1/responses",)
+_LLAMA_SERVER_GENERATES = ("/completion", "/infill")
 
 
 def _over(value: Any, limit: int) -> bool:
@@ -67,16 +91,34 @@ def _over(value: Any, limit: int) -> bool:
         return False
 
 
-def _unlimited(value: Any) -> bool:
-    """Whether Ollama would read `num_predict` as no limit: absent, or below 1."""
-    if value is None:
-        return True
+def _under(value: Any, limit: int) -> bool:
+    """Whether the server would read `value` as a number below `limit` ("-1" counts)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return False
     try:
-        return float(value) < 1
+        return float(value) < limit
     except ValueError:
         return False
+
+
+def _unlimited(value: Any) -> bool:
+    """Whether Ollama would read `num_predict` as no limit: absent, or below 1."""
+    return value is None or _under(value, 1)
+
+
+def _cap(body: dict[str, Any], key: str, absent: bool = False) -> None:
+    """`body[key]` at most MAX_TOKENS; with `absent`, set when missing or null too."""
+    if (absent and body.get(key) is None) or _over(body.get(key), MAX_TOKENS):
+        body[key] = MAX_TOKENS
+
+
+def cap_llama_server(body: dict[str, Any]) -> None:
+    """/completion and /infill: `n_predict` (-1, the default, is no limit) and the
+    `max_tokens` that stands for it when it is absent."""
+    if "n_predict" not in body or _under(body["n_predict"], 0):
+        body["n_predict"] = MAX_TOKENS  # (null is left for the 400)
+    _cap(body, "n_predict")
+    _cap(body, "max_tokens")
 
 
 def cap_ollama(path: str, body: dict[str, Any]) -> None:
@@ -94,14 +136,8 @@ def cap_ollama(path: str, body: dict[str, Any]) -> None:
         opts["num_predict"] = MAX_TOKENS
 
 
-def cap_generation(case: Case) -> None:
-    """Keep a generated request cheap to answer: a few tokens, at most two choices."""
-    body = case.body
-    if case.operation.path.startswith("/api/") and isinstance(body, dict):
-        cap_ollama(case.operation.path, body)
-        return
-    if case.operation.path not in _GENERATES or not isinstance(body, dict):
-        return
+def cap_openai(body: dict[str, Any]) -> None:
+    """/v1/chat/completions and /v1/completions: a few tokens, at most two choices."""
     limits = [k for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None]
     for key in limits:
         if _over(body[key], MAX_TOKENS):
@@ -110,6 +146,24 @@ def cap_generation(case: Case) -> None:
         body["max_tokens"] = MAX_TOKENS
     if _over(body.get("n"), MAX_N):
         body["n"] = MAX_N
+
+
+def cap_generation(case: Case) -> None:
+    """Keep a generated request cheap to answer: a few tokens, at most two choices
+    (each API's own fields: see the module's doc)."""
+    body, path = case.body, case.operation.path
+    if not isinstance(body, dict):
+        return
+    if path.startswith("/api/"):
+        cap_ollama(path, body)
+    elif path in _ANTHROPIC_GENERATES:
+        _cap(body, "max_tokens")  # (required: absent is a 400)
+    elif path in _RESPONSES_GENERATES:
+        _cap(body, "max_output_tokens", absent=True)
+    elif path in _LLAMA_SERVER_GENERATES:
+        cap_llama_server(body)
+    elif path in _GENERATES:
+        cap_openai(body)
 
 
 @dataclass
@@ -170,7 +224,7 @@ def fuzz_operation(
             test()
     except Unsatisfiable:
         pass  # negative mode on an operation without parameters: nothing can be invalid
-    except Exception as e:  # a check failed, or the request could not be made
+    except (Exception, FailureGroup) as e:  # checks failed, or the request could not be made
         detail = "".join(traceback.format_exception_only(type(e), e)).strip()
         report.failures.append(Failure(f"{op.method.upper()} {op.path}", mode.value, detail))
     finally:

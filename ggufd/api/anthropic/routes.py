@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ggufd.api.access_log import request_record
 from ggufd.api.anthropic import bodies as B
+from ggufd.api.anthropic import docs as D
 from ggufd.api.anthropic.errors import AnthropicRoute
 from ggufd.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from ggufd.api.limits import at_end
@@ -25,7 +26,7 @@ def serving(request: Request) -> Serving:
     return core
 
 
-@router.post("/v1/messages", tags=["anthropic"], response_model=None)
+@router.post("/v1/messages", tags=["anthropic"], response_model=None, responses=D.MESSAGES)
 async def messages(body: MessagesRequest, request: Request) -> Response:
     rec, end = request_record(request), at_end(request)
     reply = await serving(request).chat(body.to_core(), rec, end, "msg")
@@ -38,7 +39,9 @@ async def messages(body: MessagesRequest, request: Request) -> Response:
     return JSONResponse(B.message_json(reply, result, stops))
 
 
-@router.post("/v1/messages/count_tokens", tags=["anthropic"], response_model=None)
+@router.post(
+    "/v1/messages/count_tokens", tags=["anthropic"], response_model=None, responses=D.COUNT_TOKENS
+)
 async def count_tokens(body: CountTokensRequest, request: Request) -> JSONResponse:
     n = await serving(request).count_tokens(body.to_core(), request_record(request))
     return JSONResponse({"input_tokens": n})

@@ -8,18 +8,18 @@ last one per prompt with `"stop": true` and the same summary. `n_probs` adds
 
 Bodies echo the request's own strings (`stop` in `generation_settings`, the prompt of
 /apply-template), and a JSON request may hold a lone surrogate, which has no UTF-8:
-:func:`dumps` and :class:`JSON` write a body that holds one with `\\u` escapes.
+:func:`dumps` and :class:`JSON` (api/jsonbody.py) write a body that holds one with `\\u`
+escapes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from starlette.responses import JSONResponse
-
+from ggufd.api.jsonbody import JSON as JSON  # (re-exported, for routes.py)
+from ggufd.api.jsonbody import dumps
 from ggufd.api.llama_server.errors import SHAPE
 from ggufd.api.shapes import ErrorShape
 from ggufd.engine.streams import StreamStats
@@ -108,27 +108,6 @@ def completion_json(
             body["completion_probabilities"] = probabilities(res.logprobs)
         out.append(body)
     return out
-
-
-def dumps(obj: Any) -> str:
-    """JSON text that encodes to UTF-8: non-ASCII as is, or escaped where a lone
-    surrogate from the request makes that impossible."""
-    text = json.dumps(obj, ensure_ascii=False)
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return json.dumps(obj)
-    return text
-
-
-class JSON(JSONResponse):
-    """A JSON response whose body is written even when it holds a lone surrogate."""
-
-    def render(self, content: Any) -> bytes:
-        try:
-            return super().render(content)
-        except UnicodeEncodeError:
-            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _line(obj: Any) -> str:

@@ -24,6 +24,7 @@ from ggufd.api.access_log import request_record
 from ggufd.api.errors import APIError
 from ggufd.api.limits import at_end
 from ggufd.api.llama_server import bodies as B
+from ggufd.api.llama_server import docs as D
 from ggufd.api.llama_server.bodies import JSON
 from ggufd.api.llama_server.errors import Route
 from ggufd.api.llama_server.protocol import (
@@ -86,7 +87,7 @@ async def _with_special_tokens(request: Request, core: TextRequest) -> TextReque
     return dataclasses.replace(core, prompts=tuple(prompts))
 
 
-@router.post("/completion", tags=["llama-server"], response_model=None)
+@router.post("/completion", tags=["llama-server"], response_model=None, responses=D.COMPLETION)
 async def completion(body: CompletionBody, request: Request) -> Response:
     rec, end = request_record(request), at_end(request)
     core = await _with_special_tokens(request, body.to_core())
@@ -94,7 +95,7 @@ async def completion(body: CompletionBody, request: Request) -> Response:
     return await _answer(request, reply, body, len(core.prompts) > 1)
 
 
-@router.post("/infill", tags=["llama-server"], response_model=None)
+@router.post("/infill", tags=["llama-server"], response_model=None, responses=D.INFILL)
 async def infill(body: InfillBody, request: Request) -> Response:
     rec, end = request_record(request), at_end(request)
     reply = await serving(request).infill(body.to_core(), rec, end, "infill")
@@ -108,7 +109,7 @@ def _piece(piece: bytes) -> str | list[int]:
         return list(piece)
 
 
-@router.post("/tokenize", tags=["llama-server"], response_model=None)
+@router.post("/tokenize", tags=["llama-server"], response_model=None, responses=D.TOKENIZE)
 async def tokenize(body: TokenizeBody, request: Request) -> JSON:
     toks = await serving(request).tokenize(
         body.model, body.content, body.add_special, body.parse_special
@@ -119,18 +120,20 @@ async def tokenize(body: TokenizeBody, request: Request) -> JSON:
     return JSON({"tokens": list(toks.ids)})
 
 
-@router.post("/detokenize", tags=["llama-server"], response_model=None)
+@router.post("/detokenize", tags=["llama-server"], response_model=None, responses=D.DETOKENIZE)
 async def detokenize(body: DetokenizeBody, request: Request) -> JSON:
     text = await serving(request).detokenize(body.model, tuple(body.tokens), special=True)
     return JSON({"content": text})
 
 
-@router.post("/apply-template", tags=["llama-server"], response_model=None)
+@router.post(
+    "/apply-template", tags=["llama-server"], response_model=None, responses=D.APPLY_TEMPLATE
+)
 async def apply_template(body: ChatCompletionRequest, request: Request) -> JSON:
     return JSON({"prompt": await serving(request).render(body.to_core())})
 
 
-@router.post("/embedding", tags=["llama-server"], response_model=None)
+@router.post("/embedding", tags=["llama-server"], response_model=None, responses=D.EMBEDDING)
 async def embedding(body: EmbeddingBody, request: Request) -> JSON:
     rec, end = request_record(request), at_end(request)
     emb = await serving(request).embed(body.to_core(), rec, end)
@@ -144,7 +147,7 @@ def _pool(request: Request) -> ModelPool:
     return pool
 
 
-@router.get("/props", tags=["llama-server"], response_model=None)
+@router.get("/props", tags=["llama-server"], response_model=None, responses=D.PROPS)
 async def props(request: Request, model: str | None = None) -> JSON:
     pool = _pool(request)
     async with pool.use(model) as service:
@@ -171,7 +174,13 @@ async def props(request: Request, model: str | None = None) -> JSON:
         )
 
 
-@router.post("/props", tags=["llama-server"], response_model=None)
+@router.post(
+    "/props",
+    tags=["llama-server"],
+    response_model=None,
+    status_code=NOT_SERVED,
+    responses=D.NOT_SERVED,
+)
 async def set_props() -> JSON:
     raise APIError(
         NOT_SERVED,
@@ -180,7 +189,7 @@ async def set_props() -> JSON:
     )
 
 
-@router.get("/slots", tags=["llama-server"], response_model=None)
+@router.get("/slots", tags=["llama-server"], response_model=None, responses=D.SLOTS)
 async def slots(request: Request, model: str | None = None) -> JSON:
     with_text = bool(getattr(request.app.state.settings, "log_prompts", False))
     model_id, states = await serving(request).slots(model, with_text)
@@ -206,7 +215,13 @@ async def slots(request: Request, model: str | None = None) -> JSON:
     return JSON(out)
 
 
-@router.post("/slots/{slot_id}", tags=["llama-server"], response_model=None)
+@router.post(
+    "/slots/{slot_id}",
+    tags=["llama-server"],
+    response_model=None,
+    status_code=NOT_SERVED,
+    responses=D.NOT_SERVED,
+)
 async def slot_action(slot_id: str) -> JSON:
     raise APIError(
         NOT_SERVED,
@@ -216,19 +231,31 @@ async def slot_action(slot_id: str) -> JSON:
 
 
 # -- llama_cpp.server's extras ------------------------------------------------------------
-@extras.post("/extras/tokenize", tags=["llama_cpp.server"], response_model=None)
+@extras.post(
+    "/extras/tokenize", tags=["llama_cpp.server"], response_model=None, responses=D.EXTRAS_TOKENIZE
+)
 async def extras_tokenize(body: ExtrasTokenize, request: Request) -> JSON:
     toks = await serving(request).tokenize(body.model, body.input, True, True)
     return JSON({"tokens": list(toks.ids)})
 
 
-@extras.post("/extras/tokenize/count", tags=["llama_cpp.server"], response_model=None)
+@extras.post(
+    "/extras/tokenize/count",
+    tags=["llama_cpp.server"],
+    response_model=None,
+    responses=D.EXTRAS_COUNT,
+)
 async def extras_count(body: ExtrasTokenize, request: Request) -> JSON:
     toks = await serving(request).tokenize(body.model, body.input, True, True)
     return JSON({"count": len(toks.ids)})
 
 
-@extras.post("/extras/detokenize", tags=["llama_cpp.server"], response_model=None)
+@extras.post(
+    "/extras/detokenize",
+    tags=["llama_cpp.server"],
+    response_model=None,
+    responses=D.EXTRAS_DETOKENIZE,
+)
 async def extras_detokenize(body: ExtrasDetokenize, request: Request) -> JSON:
     text = await serving(request).detokenize(body.model, tuple(body.tokens), special=False)
     return JSON({"text": text})

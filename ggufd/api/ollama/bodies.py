@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ggufd.api.jsonbody import dumps
 from ggufd.api.ollama.errors import SHAPE
 from ggufd.api.ollama.models import now_rfc3339
 from ggufd.engine.types import TokenLogprob
@@ -37,7 +38,8 @@ NS = 1_000_000_000
 
 
 def line(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
+    """One NDJSON line (escaped where it repeats a model name with a lone surrogate)."""
+    return dumps(obj, separators=(",", ":")) + "\n"
 
 
 def _ns(seconds: float) -> int:

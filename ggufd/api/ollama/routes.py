@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ggufd import __version__
 from ggufd.api.access_log import request_record
+from ggufd.api.jsonbody import JSON
 from ggufd.api.limits import at_end
 from ggufd.api.ollama import bodies as B
 from ggufd.api.ollama import docs as D
@@ -74,11 +75,11 @@ async def load_or_unload(request: Request, name: str | None, body: GenerationFie
     head = B.Head(body.model or "")
     if body.keep_alive_s == 0:
         await pool.unload_now(name)
-        return JSONResponse(B.loaded_json(head, True, isinstance(body, ChatBody)))
+        return JSON(B.loaded_json(head, True, isinstance(body, ChatBody)))
     keep_alive(request, name, body.keep_alive_s)
     async with pool.use(name, None) as model:
         head.model = head.model or M.ollama_name(pool.find(model.model_id))
-    return JSONResponse(B.loaded_json(head, False, isinstance(body, ChatBody)))
+    return JSON(B.loaded_json(head, False, isinstance(body, ChatBody)))
 
 
 def head_for(reply: Reply, pool: ModelPool, asked: str | None) -> B.Head:
@@ -133,7 +134,7 @@ async def chat(body: ChatBody, request: Request) -> Response:
     result = await collect_or_abort(request, reply)
     if result is None:
         return Response(status_code=499)  # the client went away; nobody reads this
-    return JSONResponse(B.chat_json(head, result, rec, thinking, body.logprobs))
+    return JSON(B.chat_json(head, result, rec, thinking, body.logprobs))
 
 
 @router.post("/api/generate", tags=["ollama"], response_model=None, responses=D.GENERATE)
@@ -158,7 +159,7 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     result = await collect_or_abort(request, reply)
     if result is None:
         return Response(status_code=499)
-    return JSONResponse(B.generate_json(head, result, rec, thinking, body.logprobs))
+    return JSON(B.generate_json(head, result, rec, thinking, body.logprobs))
 
 
 # -- embeddings --------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ async def _embed(request: Request, body: EmbedBody) -> tuple[str, Embeddings | N
 @router.post("/api/embed", tags=["ollama"], responses=D.EMBED)
 async def embed(body: EmbedBody, request: Request) -> JSONResponse:
     shown, emb = await _embed(request, body)
-    return JSONResponse(B.embed_json(shown, emb, request_record(request), body.dimensions))
+    return JSON(B.embed_json(shown, emb, request_record(request), body.dimensions))
 
 
 @router.post("/api/embeddings", tags=["ollama"], responses=D.EMBEDDINGS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ggufd.api.errors import openai_error
+from ggufd.api.jsonbody import dumps
 from ggufd.api.responses.protocol import NAMESPACE_SEP, ResponsesRequest
 from ggufd.errors import ServingError
 from ggufd.serving import types as T
@@ -220,7 +221,7 @@ class _Stream:
     def event(self, kind: str, **body: Any) -> str:
         data = {"type": kind, "sequence_number": self.seq} | body
         self.seq += 1
-        return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+        return f"event: {kind}\ndata: {dumps(data)}\n\n"  # (the request's strings, escaped)
 
     @property
     def index(self) -> int:

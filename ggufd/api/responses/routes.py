@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from ggufd.api.access_log import request_record
 from ggufd.api.errors import APIError, openai_error
+from ggufd.api.jsonbody import JSON
 from ggufd.api.limits import at_end
 from ggufd.api.responses import bodies as B
+from ggufd.api.responses import docs as D
 from ggufd.api.responses.protocol import ResponsesRequest
 from ggufd.api.responses.store import ResponseStore, Stored
 from ggufd.api.sse import SSE_HEADERS, EventStreamResponse, collect_or_abort
@@ -54,7 +56,7 @@ def _not_found(rid: str, param: str | None = None) -> APIError:
     return APIError(404, f"no stored response with id {rid!r}", param=param, code=code)
 
 
-@router.post("/v1/responses", tags=["responses"], response_model=None)
+@router.post("/v1/responses", tags=["responses"], response_model=None, responses=D.CREATE)
 async def create_response(body: ResponsesRequest, request: Request) -> Response:
     history: tuple[T.Message, ...] = ()
     if body.previous_response_id is not None:
@@ -89,19 +91,21 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
         return Response(status_code=499)  # the client went away; nobody reads this
     response = B.response_json(meta, result)
     keep(response, B.conversation(response["output"]))
-    return JSONResponse(response)
+    return JSON(response)  # (it echoes the request's instructions, metadata, tools, ...)
 
 
-@router.get("/v1/responses/{response_id}", tags=["responses"], response_model=None)
-async def get_response(response_id: str, request: Request) -> JSONResponse:
+@router.get("/v1/responses/{response_id}", tags=["responses"], response_model=None, responses=D.GET)
+async def get_response(response_id: str, request: Request) -> JSON:
     entry = store(request).get(response_id)
     if entry is None:
         raise _not_found(response_id)
-    return JSONResponse(entry.body)
+    return JSON(entry.body)
 
 
-@router.delete("/v1/responses/{response_id}", tags=["responses"], response_model=None)
-async def delete_response(response_id: str, request: Request) -> JSONResponse:
+@router.delete(
+    "/v1/responses/{response_id}", tags=["responses"], response_model=None, responses=D.DELETE
+)
+async def delete_response(response_id: str, request: Request) -> JSON:
     if not store(request).delete(response_id):
         raise _not_found(response_id)
-    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+    return JSON({"id": response_id, "object": "response", "deleted": True})

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ggufd.api.jsonbody import dumps
 from ggufd.serving import types as T
 
 log = logging.getLogger("ggufd.api")
@@ -77,7 +78,7 @@ class ResponseStore:
         data = {"body": entry.body, "conversation": [_message_json(m) for m in entry.conversation]}
         try:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            tmp.write_text(dumps(data), encoding="utf-8")
             tmp.replace(path)
             self._prune()
         except OSError as e:  # a full disk keeps the entry in memory only

@@ -331,6 +331,19 @@ def test_an_engine_refusal_is_a_400_in_llama_servers_shape(tmp_path: Path) -> No
             assert assert_llama_error(r, 400)["message"] == "the prompt is too long"
 
 
+def a_bug(req: GenerateRequest) -> list[Event | BaseException]:
+    return [RuntimeError("a bug in the engine client")]
+
+
+def test_an_unexpected_error_is_a_500_in_llama_servers_shape(tmp_path: Path) -> None:
+    """Not OpenAI's body, as the app-wide handler writes it (the spec documents this one)."""
+    a = make_app(tmp_path, a_bug)
+    with a.client:
+        r = a.post("/completion", {"prompt": "x"})
+    error = assert_llama_error(r, 500)
+    assert (error["type"], error["message"]) == ("server_error", "internal error: RuntimeError")
+
+
 def test_a_lone_surrogate_echoed_back_is_written_escaped(app: App) -> None:
     r = app.raw("/completion", '{"prompt": "a\\ud800", "stop": ["\\ud800"]}')
     assert r.status_code == 200 and r.json()["generation_settings"]["stop"] == ["\ud800"]

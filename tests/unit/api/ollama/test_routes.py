@@ -345,6 +345,40 @@ def test_engine_errors_are_in_ollamas_shape(tmp_path: Path) -> None:
     assert (r.status_code, r.json()) == (400, {"error": "too long"})
 
 
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/api/chat", '"messages": [{"role": "user", "content": "hi"}]'),
+        ("/api/generate", '"prompt": "hi"'),
+        ("/api/embed", '"input": "hi"'),
+        ("/api/chat", '"messages": []'),  # (loads the model)
+    ],
+)
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_a_model_name_with_a_lone_surrogate_is_echoed_escaped(
+    app: App, path: str, fields: str, stream: str
+) -> None:
+    """The body repeats the name asked for: was a 500 (UnicodeEncodeError), or a stream
+    broken after its 200 (the one model answers any name)."""
+    body = '{"model": "a\\ud800", "stream": ' + stream + ", " + fields + "}"
+    r = app.client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    lines = ndjson(r.text)
+    assert lines[-1]["model"] == "a\ud800" and "error" not in lines[-1]
+
+
+def test_an_unexpected_error_is_a_500_in_ollamas_shape(tmp_path: Path) -> None:
+    """Not OpenAI's body, as the app-wide handler writes it (the spec documents this one)."""
+
+    def a_bug(req: GenerateRequest) -> list[Event | BaseException]:
+        return [RuntimeError("a bug in the engine client")]
+
+    a = make_app(tmp_path, a_bug)
+    with a.client:
+        r = a.client.post("/api/chat", json=CHAT | {"stream": False})
+    assert (r.status_code, r.json()) == (500, {"error": "internal error: RuntimeError"})
+
+
 # -- embeddings ---------------------------------------------------------------------------------
 def test_embed(app: App) -> None:
     body = app.client.post("/api/embed", json={"input": ["a", "b"]}).json()

@@ -368,6 +368,38 @@ def test_stored_responses_survive_a_restart_with_a_cache_dir(tmp_path: Path) -> 
         assert "Remember 42." in prompt and "Hi there" in prompt
 
 
+LONE = '"a\\ud800b"'  # JSON text of a string with a lone surrogate, which has no UTF-8
+ECHOED = {
+    "instructions": LONE,
+    "metadata": '{"k": ' + LONE + "}",
+    "prompt_cache_key": LONE,
+    "tools": '[{"type": "function", "name": ' + LONE + "}]",
+}
+
+
+def raw_post(client: TestClient, fields: str) -> Any:
+    body = '{"model": "local", "input": "hi", ' + fields + "}"
+    return client.post("/v1/responses", content=body, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("field", list(ECHOED))
+def test_a_lone_surrogate_echoed_back_is_written_escaped(tmp_path: Path, field: str) -> None:
+    """The body echoes the request's strings: was a 500 (UnicodeEncodeError), and a
+    stream broken after its 200, and a stored response that failed to reach the disk."""
+    client, _ = app_client(tmp_path, answers, tmp_path / "cache")
+    with client:
+        r = raw_post(client, f'"{field}": {ECHOED[field]}')
+        assert r.status_code == 200, r.text
+        assert "\\ud800" in r.text
+        body = json.loads(r.text)
+        assert (tmp_path / "cache" / "responses" / f"{body['id']}.json").is_file()
+        assert client.get(f"/v1/responses/{body['id']}").json() == body
+        streamed = raw_post(client, f'"stream": true, "{field}": {ECHOED[field]}')
+    events = events_of(streamed.text)
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] == "response.completed"
+
+
 # -- both APIs: /v1/models in the shape each client reads -----------------------------------
 ANTHROPIC = {"anthropic-version": "2023-06-01"}
 
