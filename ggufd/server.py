@@ -22,6 +22,7 @@ import uvicorn
 from ggufd.api.app import create_app
 from ggufd.engine.client import EngineClient
 from ggufd.engine.protocol import Engine
+from ggufd.engine.ram_cache import default_budget_mb
 from ggufd.engine.types import WorkerConfig
 from ggufd.memory import MIB, total_ram
 from ggufd.pool import ModelPool, ServiceFactory
@@ -50,8 +51,15 @@ def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
         repack=entry.repack,
         rpc=tuple(entry.rpc),
         prompt_cache=entry.prompt_cache,
+        cache_ram_mb=0 if entry.embedding_only else _cache_ram_mb(entry),
         cache_dir=os.path.expanduser(entry.cache_dir) if entry.cache_dir else None,
     )
+
+
+def _cache_ram_mb(entry: ModelSettings) -> int:
+    if not entry.prompt_cache:
+        return 0
+    return entry.cache_ram_mb if entry.cache_ram_mb is not None else default_budget_mb()
 
 
 EngineFactory = Callable[[ModelSettings], Engine]

@@ -191,6 +191,13 @@ class ModelFields(BaseModel):
         description="Reuse cached prompt prefixes across requests: a resent conversation "
         "or a shared system prompt is not computed again.",
     )
+    cache_ram_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="MiB of host memory for idle prompt caches (the RAM tier): an evicted "
+        "conversation's KV state is kept there and restored instead of recomputed; 0: off. "
+        "Default: a quarter of the memory available at start, at most 8192.",
+    )
     cache_dir: str | None = Field(
         default=None,
         description="Folder for KV caches saved at shutdown and restored on demand, so "

@@ -120,6 +120,16 @@ class PoolCollector(Collector):
                 "ggufd_kv_cache_idle_cells", "KV cache cells held by idle slots' prefixes."
             ),
             "kv_size": _gauge("ggufd_kv_cache_size_cells", "KV cache cells in all."),
+            "ram_bytes": _gauge(
+                "ggufd_prompt_cache_ram_bytes", "Host memory holding idle slots' KV states."
+            ),
+            "ram_entries": _gauge(
+                "ggufd_prompt_cache_ram_entries", "Idle slots' KV states kept in host memory."
+            ),
+            "ram_restores": _gauge(
+                "ggufd_prompt_cache_ram_restores",
+                "KV states restored from host memory into a slot since the model loaded.",
+            ),
         }
         ratio = _gauge("ggufd_kv_cache_usage_ratio", "Share of the KV cache cells in use.")
         for m in self.models:

@@ -360,6 +360,19 @@ class Runner:
             int(lc.llama_state_seq_save_file(self.ctx, path.encode(), slot, arr, len(tokens))) > 0
         )
 
+    def seq_state(self, slot: int) -> Any:
+        """Slot `slot`'s KV state as a byte buffer (for the RAM tier), or None."""
+        size = int(lc.llama_state_seq_get_size(self.ctx, slot))
+        if size <= 0:
+            return None
+        buf = (ctypes.c_uint8 * size)()
+        n = int(lc.llama_state_seq_get_data(self.ctx, buf, size, slot))
+        return buf if n == size else None
+
+    def set_seq_state(self, slot: int, state: Any) -> bool:
+        """Load a state from seq_state() into the (empty) slot."""
+        return int(lc.llama_state_seq_set_data(self.ctx, state, len(state), slot)) > 0
+
     def load_slot(self, slot: int, path: str, capacity: int) -> list[int] | None:
         """Read a saved KV state into the (empty) slot; its tokens, or None if it failed."""
         arr = (lc.llama_token * capacity)()

@@ -11,7 +11,9 @@ request takes the free slot sharing the longest prefix with its tokens, so a res
 conversation only computes its new tail. A prefix held by another slot (a shared system
 prompt and tool list) is copied into a free slot with `llama_memory_seq_cp` instead of
 being recomputed, and without destroying the other slot's longer cache. Idle slots are
-evicted least recently used when cells are needed. When the cache fills up while
+evicted least recently used when cells are needed; with the RAM tier (`park`) their state
+is kept in host memory first (KVPark), and a long idle cache is parked there as soon as
+requests are admitted beside it. When the cache fills up while
 sequences grow, the newest running sequence is preempted: its cells are freed and it
 waits to be recomputed, keeping its generated tokens and sampler, so its output goes on
 unchanged.
@@ -94,7 +96,20 @@ class KVCopy:
     n: int
 
 
-KVOp = KVClear | KVCopy
+@dataclass(frozen=True)
+class KVPark:
+    """Keep idle slot `slot`'s state (its cells hold `tokens`) in the RAM tier, then free
+    its cells (see ram_cache.py)."""
+
+    slot: int
+    tokens: tuple[int, ...]
+    keep: int = 0  # cells of positions [0, keep) stay (the prefix a new request reuses)
+
+
+KVOp = KVClear | KVCopy | KVPark
+
+PARK_MIN = 32  # an idle cache this short is dropped, not parked (as ram_cache.MIN_TOKENS)
+PARK_CELLS = 1024  # an idle cache this long is parked when it would slow running sequences
 
 
 @dataclass
@@ -117,9 +132,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Scheduler:
-    def __init__(self, n_slots: int, kv_size: int, n_batch: int, reuse: bool = True) -> None:
+    def __init__(
+        self, n_slots: int, kv_size: int, n_batch: int, reuse: bool = True, park: bool = False
+    ) -> None:
         self.kv_size = kv_size
         self.reuse = reuse  # place requests on slots whose cache shares their prefix
+        # Freed idle caches go to the RAM tier (KVPark), and a long idle cache is parked
+        # there when requests are admitted beside it: in llama.cpp's unified cache every
+        # sequence's attention spans the highest used cell, so an idle 6,000-token cache
+        # would make every short request that follows it decode several times slower.
+        self.park = park
         self.n_batch = n_batch
         self.slots = [Slot(i) for i in range(n_slots)]
         self.waiting: deque[Sequence] = deque()
@@ -135,6 +157,9 @@ class Scheduler:
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
+
+    def has_free_slot(self) -> bool:
+        return any(s.seq is None for s in self.slots)
 
     def used_cells(self) -> int:
         return sum(s.n_cells for s in self.slots)
@@ -156,19 +181,19 @@ class Scheduler:
             slot.last_used = next(self._clock)
             seq.slot = None
 
-    def slot_for_restore(self, n: int) -> Slot | None:
-        """A free slot to load `n` saved cells into (its own cache is dropped), if they fit."""
-        free = [s for s in self.slots if s.seq is None]
+    def slot_for_restore(self, n: int, taken: frozenset[int] = frozenset()) -> Slot | None:
+        """A free slot to load saved cells into (its own cache is dropped) for a sequence
+        of `n` tokens, if it fits; not one of `taken` (kept for another request)."""
+        free = [s for s in self.slots if s.seq is None and s.id not in taken]
         if not free:
             return None
         slot = min(free, key=lambda s: (len(s.cached), s.last_used))
-        if self.kv_size - self.used_cells() + len(slot.cached) < n + self.n_batch:
+        if self.kv_size - self.used_cells() + len(slot.cached) < n + 1:
             return None
-        slot.cached = []
-        return slot
+        return slot  # (the caller frees its cells, then adopt()s the restored ones)
 
     def adopt(self, slot_id: int, tokens: list[int]) -> None:
-        """The slot now holds cells for `tokens` (restored from disk)."""
+        """The slot now holds cells for `tokens` (restored; [] when the restore failed)."""
         slot = self.slots[slot_id]
         slot.cached, slot.last_used = list(tokens), next(self._clock)
         slot.n_prompt = len(tokens)
@@ -182,7 +207,8 @@ class Scheduler:
         plan = StepPlan(kv_ops=self._pending)
         self._pending = []
         budget = self.n_batch
-        self._admit(plan)
+        if self._admit(plan) and self.park:
+            self._park_long_idle(plan)
         # Decoding sequences first (one token each), oldest first, so streams never stall.
         for seq in sorted(self.running, key=lambda s: s.order):
             if budget <= 0:
@@ -241,9 +267,24 @@ class Scheduler:
         if not idle:
             return False
         slot = min(idle, key=lambda s: s.last_used)
-        slot.cached = []
-        plan.kv_ops.append(KVClear(slot.id, 0))
+        self._free_idle(plan, slot)
         return True
+
+    def _free_idle(self, plan: StepPlan, slot: Slot) -> None:
+        if self.park and len(slot.cached) >= PARK_MIN:
+            plan.kv_ops.append(KVPark(slot.id, tuple(slot.cached)))
+        else:
+            plan.kv_ops.append(KVClear(slot.id, 0))
+        slot.cached = []
+
+    def _park_long_idle(self, plan: StepPlan) -> None:
+        """Park idle caches longer than PARK_CELLS and than all running sequences together
+        (after admission: a conversation that came back has taken its slot, and a prefix
+        copied from an idle cache stays with the slot it was copied to)."""
+        active = sum(len(s.seq.tokens) for s in self.slots if s.seq is not None)
+        for slot in self.slots:
+            if slot.seq is None and len(slot.cached) >= max(PARK_CELLS, active + 1):
+                self._free_idle(plan, slot)
 
     def _preempt(self, plan: StepPlan, seq: Sequence) -> None:
         assert seq.slot is not None
@@ -255,14 +296,16 @@ class Scheduler:
         self.running.remove(seq)
         self.waiting.appendleft(seq)
 
-    def _admit(self, plan: StepPlan) -> None:
+    def _admit(self, plan: StepPlan) -> bool:
+        """Place waiting sequences on slots while they fit; whether any was placed."""
         n_decoding = sum(1 for s in self.running if s.n_pending == 1)
         admitted = 0  # cells the prompts admitted in this step will need
+        placed = False
         while self.waiting:
             seq = self.waiting[0]
             free = [s for s in self.slots if s.seq is None]
             if not free:
-                return
+                return placed
             slot, reuse, donor = self._place(seq, free)
             need = len(seq.tokens) - reuse + n_decoding + 1 + admitted
             # Free cells held by other idle slots until the whole prompt fits.
@@ -271,20 +314,26 @@ class Scheduler:
                 if not self._evict_idle(plan, keep=keep):
                     break
             if self._free_cells(plan) + len(slot.cached) - reuse < need and self.running:
-                return  # wait for running sequences to finish
+                return placed  # wait for running sequences to finish
             self.waiting.popleft()
             if donor is not None:
                 if slot.cached:
-                    plan.kv_ops.append(KVClear(slot.id, 0))
+                    self._free_idle(plan, slot)
                 plan.kv_ops.append(KVCopy(donor.id, slot.id, reuse))
             elif len(slot.cached) > reuse:
-                plan.kv_ops.append(KVClear(slot.id, reuse))
+                lost = len(slot.cached) - reuse
+                if self.park and lost >= PARK_MIN and reuse < slot.n_prompt - 1:
+                    plan.kv_ops.append(KVPark(slot.id, tuple(slot.cached), keep=reuse))
+                else:
+                    plan.kv_ops.append(KVClear(slot.id, reuse))
             slot.cached, slot.seq = [], seq
             slot.last_used = next(self._clock)
             slot.cache_key = seq.cache_key
             seq.slot, seq.n_computed, seq.n_cached = slot.id, reuse, reuse
             self.running.append(seq)
             admitted += seq.n_pending
+            placed = True
+        return placed
 
     def _place(self, seq: Sequence, free: list[Slot]) -> tuple[Slot, int, Slot | None]:
         """(slot, tokens to reuse, slot to copy them from or None) for a new sequence.

@@ -164,6 +164,9 @@ class EngineStats:
     kv_used: int  # KV cache cells held, idle slots' cached prefixes included
     kv_idle: int  # of kv_used, the cells of idle slots (prefixes kept for reuse)
     kv_size: int  # KV cache cells in all
+    ram_bytes: int = 0  # host memory held by the RAM tier (idle slots' kept states)
+    ram_entries: int = 0
+    ram_restores: int = 0  # states restored from RAM into a slot since the worker started
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,8 @@ class WorkerConfig:
     flash_attn: bool = False
     # Reuse cached prompt prefixes across requests (and share them between slots).
     prompt_cache: bool = True
+    # Bytes of host memory for idle slots' states (the RAM tier; 0: off), in MiB.
+    cache_ram_mb: int = 0
     # Folder where slots' KV caches are saved at shutdown and restored from; None: off.
     cache_dir: str | None = None
     # RPC servers (host:port) whose devices the model may use (--rpc).

@@ -23,9 +23,17 @@ from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
 from ggufd.engine.embedder import Embedder
+from ggufd.engine.ram_cache import RamCache
 from ggufd.engine.runner import DecodeError, LoadError, Runner
 from ggufd.engine.sampling import GrammarError, Sampler, log_softmax, top_logprobs
-from ggufd.engine.scheduler import BatchItem, KVCopy, Scheduler, Sequence, common_prefix
+from ggufd.engine.scheduler import (
+    BatchItem,
+    KVCopy,
+    KVPark,
+    Scheduler,
+    Sequence,
+    common_prefix,
+)
 from ggufd.engine.types import (
     Accepted,
     EmbedRequest,
@@ -82,7 +90,15 @@ class Worker:
         self.runner = runner
         # Told, before the decode, which requests a step starts (run() sends them at once).
         self.on_start = on_start
-        self.sched = Scheduler(cfg.parallel, runner.kv_size, runner.n_batch, cfg.prompt_cache)
+        self.ram = RamCache(cfg.cache_ram_mb * 2**20) if cfg.prompt_cache else RamCache(0)
+        self.sched = Scheduler(
+            cfg.parallel,
+            runner.kv_size,
+            runner.n_batch,
+            cfg.prompt_cache,
+            park=self.ram.budget > 0,
+        )
+        self._ram_checked: dict[str, int] = {}  # request -> the RAM tier version it was checked at
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
         self.replies: list[M.Reply] = []  # answers to queries, sent after the events
@@ -169,6 +185,7 @@ class Worker:
 
     def abort(self, request_id: str) -> None:
         self._disk_checked.discard(request_id)
+        self._ram_checked.pop(request_id, None)
         self.embedder.abort(request_id)
         act = self.active.pop(request_id, None)
         if act is not None:
@@ -237,27 +254,101 @@ class Worker:
             kv_used=sched.used_cells(),
             kv_idle=idle,
             kv_size=sched.kv_size,
+            ram_bytes=self.ram.used,
+            ram_entries=len(self.ram.entries),
+            ram_restores=self.ram.restores,
         )
+
+    # -- the RAM tier -------------------------------------------------------------
+    def _park(self, op: KVPark) -> None:
+        """Keep an idle slot's state in RAM, then free its cells (from op.keep on)."""
+        state = self.runner.seq_state(op.slot)
+        if state is not None:
+            self.ram.add(list(op.tokens), state)
+        self.runner.clear(op.slot, op.keep)
+
+    def _restore_ram(self) -> None:
+        """Restore kept states for waiting requests whose prefix is in RAM, not in a slot.
+
+        A slot that a waiting request would continue (its best prefix) is not taken for
+        another's restore; and each slot takes at most one restore per step."""
+        version = self.ram.version
+        taken: set[int] = set()
+        plans = []
+        for seq in self.sched.waiting:
+            if seq.prompt_logits:
+                continue
+            have, holder = self._best_slot(seq)
+            entry, n = (None, 0)
+            if self._ram_checked.get(seq.request_id) != version:
+                self._ram_checked[seq.request_id] = version
+                entry, n = self.ram.best(seq.tokens)
+            if entry is not None and n >= have + MIN_TOKENS:
+                plans.append((seq, entry))
+            elif have >= MIN_TOKENS:
+                taken.add(holder)
+        for seq, entry in plans:
+            if entry not in self.ram.entries:  # (dropped for room by a park just now)
+                continue
+            tokens = entry.tokens.tolist()
+            slot = self.sched.slot_for_restore(len(seq.tokens), frozenset(taken))
+            if slot is None:
+                continue
+            taken.add(slot.id)
+            self.ram.remove(entry)  # (the slot holds it now; parked again when freed)
+            self._free_for_restore(slot.id)
+            if not self.runner.set_seq_state(slot.id, entry.state):
+                log.warning("could not restore a kept KV cache of %d tokens", len(tokens))
+                self.runner.clear(slot.id, 0)
+                self.sched.adopt(slot.id, [])
+                continue
+            self.ram.restores += 1
+            self.sched.adopt(slot.id, tokens)
+
+    def _best_slot(self, seq: Sequence) -> tuple[int, int]:
+        """(the longest prefix of seq a slot holds, that slot)."""
+        return max((common_prefix(s.known, seq.tokens), s.id) for s in self.sched.slots)
+
+    def _free_for_restore(self, slot_id: int) -> None:
+        """Free a slot's cells for a restore, keeping its own cache in RAM if it is worth it."""
+        cached = self.sched.slots[slot_id].cached
+        if self.sched.park and len(cached) >= MIN_TOKENS:
+            self._park(KVPark(slot_id, tuple(cached)))
+        else:
+            self.runner.clear(slot_id, 0)
+        self.sched.adopt(slot_id, [])
 
     # -- the on-disk cache ---------------------------------------------------------
     def _restore(self) -> None:
-        """Load a saved cache for waiting requests whose prefix is on disk, not in a slot."""
+        """Load a saved cache for waiting requests whose prefix is on disk, not in a slot
+        (the same rules as the RAM tier's restores)."""
         assert self.disk is not None
-        for seq in list(self.sched.waiting):
-            if seq.request_id in self._disk_checked or seq.prompt_logits:
+        taken: set[int] = set()
+        plans = []
+        for seq in self.sched.waiting:
+            if seq.prompt_logits:
                 continue
-            self._disk_checked.add(seq.request_id)
-            entry, n = self.disk.best(seq.tokens)
-            have = max(common_prefix(s.known, seq.tokens) for s in self.sched.slots)
-            if entry is None or n < have + MIN_TOKENS:
-                continue
-            slot = self.sched.slot_for_restore(len(entry.tokens))
+            have, holder = self._best_slot(seq)
+            entry, n = (None, 0)
+            if seq.request_id not in self._disk_checked:
+                self._disk_checked.add(seq.request_id)
+                entry, n = self.disk.best(seq.tokens)
+            if entry is not None and n >= have + MIN_TOKENS:
+                plans.append((seq, entry))
+            elif have >= MIN_TOKENS:
+                taken.add(holder)
+        for seq, entry in plans:
+            slot = self.sched.slot_for_restore(
+                max(len(seq.tokens), len(entry.tokens)), frozenset(taken)
+            )
             if slot is None:
                 continue
-            self.runner.clear(slot.id, 0)
+            taken.add(slot.id)
+            self._free_for_restore(slot.id)
             tokens = self.runner.load_slot(slot.id, str(entry.state), len(entry.tokens))
             if tokens is None:
                 log.warning("could not restore the KV cache in %s", entry.state)
+                self.runner.clear(slot.id, 0)
                 continue
             self.sched.adopt(slot.id, tokens)
 
@@ -278,13 +369,17 @@ class Worker:
 
     # -- the step ----------------------------------------------------------------
     def step(self) -> None:
-        if self.disk is not None:
+        if self.ram.entries and self.sched.waiting and self.sched.has_free_slot():
+            self._restore_ram()
+        if self.disk is not None and self.sched.waiting and self.sched.has_free_slot():
             self._restore()
         plan = self.sched.schedule()
         self._announce(plan.items)
         for op in plan.kv_ops:
             if isinstance(op, KVCopy):
                 self.runner.copy(op.src, op.dst, op.n)
+            elif isinstance(op, KVPark):
+                self._park(op)
             else:
                 self.runner.clear(op.slot, op.start)
         if not plan.items:

@@ -227,9 +227,9 @@ class Reply:
             pieces = parser.feed(ev.text) if ev.text else []
             if ev.finish_reason is not None:
                 last = parser.finish()
-                if self.spec is not None and self.spec.forced_call:
-                    if ev.finish_reason.value == Finish.LENGTH.value:
-                        last = [p for p in last if not isinstance(p, ContentPiece)]
+                cut = ev.finish_reason.value == Finish.LENGTH.value
+                if cut and self.spec is not None and self.spec.forced_call:
+                    last = [p for p in last if not isinstance(p, ContentPiece)]
                 pieces += last
         if any(isinstance(p, ReasoningPiece) for p in pieces):
             self.choices[i].reasoning_tokens += ev.n_tokens

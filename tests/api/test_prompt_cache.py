@@ -116,4 +116,106 @@ def test_cache_dir_of_another_model_setting_is_not_used(smollm2_path: str, tmp_p
     ):
         _, _, cached = chat(http, messages)
     assert cached == 0
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+    kv_dirs = [p for p in tmp_path.iterdir() if p.is_dir() and p.name != "responses"]
+    assert len(kv_dirs) == 2  # (beside them, the Responses API's stored responses)
+
+
+def distance(a: dict[str, float], b: dict[str, float]) -> float:
+    """How far apart two top-5 logprob tables are: the mean difference over the tokens of
+    either, a token in only one of them counting 0.5 (the 5th place often changes hands)."""
+    keys = set(a) | set(b)
+    return sum(abs(a[k] - b[k]) if k in a and k in b else 0.5 for k in keys) / len(keys)
+
+
+def next_token(
+    http: httpx.Client, messages: list[dict[str, Any]]
+) -> tuple[dict[str, float], int, int]:
+    """(the reply's 5 likeliest first tokens with their logprobs, cached prompt tokens,
+    prompt tokens)."""
+    body = {
+        "messages": messages,
+        "max_tokens": 1,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 5,
+    }
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    b = r.json()
+    top = b["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    usage = b["usage"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    return {t["token"]: t["logprob"] for t in top}, cached, usage["prompt_tokens"]
+
+
+def test_conversations_beyond_the_slots_come_back_from_ram_with_their_own_state(
+    smollm2_path: str,
+) -> None:
+    """Four conversations sharing a long system prompt, two at a time over two slots,
+    three turns each (the histories are fixed in advance). With the RAM tier every turn
+    after the first reuses its whole history, and the
+    likeliest next tokens and their logprobs are the ones a server without any prompt
+    cache computes from scratch: a restore of another conversation's state would change
+    them (greedy whole replies are no test: two requests batched together already move
+    the logits in their second or third digit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [  # (each long enough to be worth keeping: more than 32 tokens)
+        "I am repainting my kitchen, the walls are old plaster and the ceiling has a water "
+        "stain from the flat above. Where is the paint, and which kind do I need?",
+        "My brother wants to come by with his van on the weekend to pick up a long ladder "
+        "and some timber for a shed. When do you open on Saturday, and until when?",
+        "I bought a hammer last week but the head came loose on the second day, and I "
+        "still have the receipt in my wallet. Can I return the hammer, or swap it?",
+        "Spring is here and the hedge in front of our house has grown over the pavement, "
+        "so the neighbours complain. Where are the garden tools, and do you rent any?",
+    ]
+    replies = ["It is in aisle 3.", "From 9 to 14.", "Yes, within 30 days.", "Outside."]
+    turns = []  # per turn, the messages of each conversation
+    for t in range(3):
+        turns.append(
+            [
+                [
+                    *convo(q),
+                    *[
+                        m
+                        for k in range(t)
+                        for m in (
+                            {"role": "assistant", "content": r},
+                            {"role": "user", "content": f"Thanks. Question {k + 2}: why?"},
+                        )
+                    ],
+                ]
+                for q, r in zip(questions, replies, strict=True)
+            ]
+        )
+    with (
+        start_server(args(smollm2_path, "--prompt_cache", "False")) as srv,
+        httpx.Client(base_url=srv.base_url, timeout=300) as http,
+    ):
+        reference = [[next_token(http, m) for m in msgs] for msgs in turns]
+    with (
+        start_server(args(smollm2_path, "--cache_ram_mb", "64")) as srv,
+        httpx.Client(base_url=srv.base_url, timeout=300) as http,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        got = []
+        for msgs in turns:
+            pairs = [list(pool.map(lambda m: next_token(http, m), msgs[i : i + 2])) for i in (0, 2)]
+            got.append([*pairs[0], *pairs[1]])
+        metrics = http.get("/metrics").text
+    for t, (ref, mine) in enumerate(zip(reference, got, strict=True)):
+        for i, (top, cached, n_prompt) in enumerate(mine):
+            # Batched beside another request, the logits move (up to 0.3 here): the test
+            # is that each distribution is its own conversation's, not another's.
+            near = [distance(top, r[0]) for r in ref]
+            why = f"turn {t}, conversation {i}: {top} vs {[r[0] for r in ref]}"
+            assert near[i] < 0.5 and near[i] == min(near), why
+            if t:
+                assert cached >= got[t - 1][i][2] - 1, "a turn recomputed its history"
+    restores = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("ggufd_prompt_cache_ram_restores{")
+    ]
+    assert restores and restores[0] > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ggufd.engine import devices
@@ -121,7 +122,34 @@ def test_split_settings_reach_llama_cpp(smollm2_path: str, monkeypatch: pytest.M
         return real(path, params)
 
     monkeypatch.setattr(runner_module.lc, "llama_model_load_from_file", load)
-    cfg = config(smollm2_path, main_gpu=1, split_mode="row", tensor_split=(3.0, 1.0))
-    r = Runner(cfg)
-    r.close()
-    assert seen == {"main_gpu": 1, "split_mode": 2, "split": [3.0, 1.0], "extra_bufts": False}
+    for repack, extra in (("off", False), ("on", True)):
+        cfg = config(
+            smollm2_path, main_gpu=1, split_mode="row", tensor_split=(3.0, 1.0), repack=repack
+        )
+        r = Runner(cfg)
+        r.close()
+        assert seen == {"main_gpu": 1, "split_mode": 2, "split": [3.0, 1.0], "extra_bufts": extra}
+
+
+def test_a_kept_state_restored_into_another_slot_continues_the_same(smollm2_path: str) -> None:
+    """The RAM tier's round trip: slot 0's state, taken and restored into slot 1, gives
+    the next token the logits that continuing slot 0 gives."""
+    from ggufd.engine.scheduler import BatchItem, Sequence
+
+    r = Runner(WorkerConfig(model_path=smollm2_path, n_ctx=512, n_threads=2, parallel=2))
+    try:
+        prompt = r.tokenize("The lighthouse keeper opened the bottle and read", True, False)
+        seq = Sequence("a", list(prompt), len(prompt))
+        r.decode([BatchItem(seq, 0, 0, tuple(prompt[:-1]), (), False)])
+        state = r.seq_state(0)
+        assert state is not None and len(state) > 0
+        r.decode([BatchItem(seq, 0, len(prompt) - 1, (prompt[-1],), (0,), True)])
+        expected = r.logits(0).copy()
+        r.clear(0, 0)
+        assert r.set_seq_state(1, state)
+        r.decode([BatchItem(seq, 1, len(prompt) - 1, (prompt[-1],), (0,), True)])
+        got = r.logits(0)
+        assert int(np.argmax(got)) == int(np.argmax(expected))
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+    finally:
+        r.close()

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from ggufd.engine.scheduler import (
+    PARK_CELLS,
+    PARK_MIN,
     KVClear,
     KVCopy,
+    KVPark,
     Scheduler,
     Sequence,
     StepPlan,
@@ -29,6 +32,7 @@ class FakeKV:
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
         self.cells: dict[int, list[int]] = {s.id: [] for s in sched.slots}
+        self.parked: list[list[int]] = []  # the states KVPark kept, in order
 
     def apply(self, plan: StepPlan) -> None:
         for op in plan.kv_ops:
@@ -36,6 +40,11 @@ class FakeKV:
                 assert not self.cells[op.dst], "copy into a slot that still holds cells"
                 assert len(self.cells[op.src]) >= op.n
                 self.cells[op.dst] = self.cells[op.src][: op.n]
+            elif isinstance(op, KVPark):
+                # what is kept under these tokens is exactly what the slot holds
+                assert list(op.tokens) == self.cells[op.slot], "parked under other tokens"
+                self.parked.append(list(op.tokens))
+                del self.cells[op.slot][op.keep :]
             else:
                 del self.cells[op.slot][op.start :]
         slots = [i.slot for i in plan.items]
@@ -385,6 +394,97 @@ def test_decode_evicts_an_idle_cache_before_preempting() -> None:
     assert sched.running == [a]
 
 
+# -- the RAM tier (park) -----------------------------------------------------------------
+def idle(sched: Scheduler, kv: FakeKV, slot: int, tokens: list[int], used: int = 1) -> None:
+    s = sched.slots[slot]
+    s.cached, s.last_used, s.n_prompt = list(tokens), used, len(tokens)
+    kv.cells[slot] = list(tokens)
+
+
+def test_evicted_idle_caches_are_parked_under_their_tokens() -> None:
+    sched = Scheduler(n_slots=4, kv_size=3 * PARK_MIN + 5, n_batch=256, park=True)
+    kv = FakeKV(sched)
+    for slot, used in zip(range(3), [2, 3, 1], strict=True):
+        idle(sched, kv, slot, [50 + slot] * PARK_MIN, used)
+    s = make_seq("x", range(1, PARK_MIN + 10))
+    sched.add(s)
+    plan = step(sched, kv)
+    assert s.slot == 3
+    assert plan.kv_ops == [KVPark(2, (52,) * PARK_MIN), KVPark(0, (50,) * PARK_MIN)]
+    assert kv.parked == [[52] * PARK_MIN, [50] * PARK_MIN]
+
+
+def test_an_idle_cache_too_short_to_keep_is_dropped() -> None:
+    sched = Scheduler(n_slots=2, kv_size=PARK_MIN + 4, n_batch=256, park=True)
+    kv = FakeKV(sched)
+    idle(sched, kv, 0, [9] * (PARK_MIN - 1))
+    sched.add(make_seq("x", range(1, 6)))
+    plan = step(sched, kv)
+    assert plan.kv_ops == [KVClear(0, 0)]
+
+
+def test_a_long_idle_cache_is_parked_when_a_short_request_comes() -> None:
+    """Its cells would widen the short request's attention at every step."""
+    for park in (True, False):
+        sched = Scheduler(n_slots=2, kv_size=4096, n_batch=512, park=park)
+        kv = FakeKV(sched)
+        long = [7] * PARK_CELLS
+        idle(sched, kv, 0, long)
+        s = make_seq("short", range(1, 50))
+        sched.add(s)
+        plan = step(sched, kv)
+        assert s.slot == 1
+        assert plan.kv_ops == ([KVPark(0, tuple(long))] if park else [])
+        # later steps leave it alone
+        assert step(sched, kv).kv_ops == []
+
+
+def test_a_long_idle_cache_stays_while_running_sequences_are_as_long() -> None:
+    sched = Scheduler(n_slots=2, kv_size=8192, n_batch=512, park=True)
+    kv = FakeKV(sched)
+    idle(sched, kv, 0, [7] * PARK_CELLS)
+    sched.add(make_seq("as-long", range(2, PARK_CELLS + 2)))
+    assert all(not isinstance(op, KVPark) for op in step(sched, kv).kv_ops)
+
+
+def test_a_conversation_that_comes_back_takes_its_cache_instead() -> None:
+    sched = Scheduler(n_slots=2, kv_size=4096, n_batch=512, park=True)
+    kv = FakeKV(sched)
+    history = list(range(2, PARK_CELLS + 2))
+    idle(sched, kv, 0, history)
+    s = make_seq("next-turn", [*history, 5, 6, 7])
+    sched.add(s)
+    plan = step(sched, kv)
+    assert (s.slot, s.n_cached, plan.kv_ops) == (0, len(history), [])
+
+
+def test_a_prefix_is_copied_from_a_long_idle_cache_before_it_is_parked() -> None:
+    """A sub-agent sharing the system prompt: the prefix stays with the new slot."""
+    sched = Scheduler(n_slots=2, kv_size=4096, n_batch=512, park=True)
+    kv = FakeKV(sched)
+    system = list(range(2, 202))
+    long = [*system, *([9] * PARK_CELLS)]
+    idle(sched, kv, 0, long)
+    s = make_seq("sub-agent", [*system, 3, 4])
+    sched.add(s)
+    plan = step(sched, kv)
+    assert (s.slot, s.n_cached) == (1, len(system))
+    assert plan.kv_ops == [KVCopy(0, 1, len(system)), KVPark(0, tuple(long))]
+
+
+def test_a_slot_taken_for_part_of_its_cache_parks_the_whole_first() -> None:
+    sched = Scheduler(n_slots=1, kv_size=4096, n_batch=512, park=True)
+    kv = FakeKV(sched)
+    prompt, reply = list(range(2, 102)), [9] * PARK_MIN
+    idle(sched, kv, 0, [*prompt, *reply])
+    sched.slots[0].n_prompt = len(prompt)
+    s = make_seq("edit", [*prompt[:60], 5, 6])  # an earlier message was edited
+    sched.add(s)
+    plan = step(sched, kv)
+    assert plan.kv_ops == [KVPark(0, (*prompt, *reply), keep=60)]
+    assert s.n_cached == 60
+
+
 # -- preemption ------------------------------------------------------------------------
 def test_kv_full_during_decode_preempts_the_newest_sequence() -> None:
     sched = Scheduler(n_slots=3, kv_size=10, n_batch=16)
@@ -564,9 +664,10 @@ def simulate(
     n_requests: int,
     max_prompt: int | None = None,
     max_steps: int = 4000,
+    park: bool = False,
 ) -> tuple[list[Request], Scheduler]:
     rng = random.Random(seed)
-    sched = Scheduler(n_slots, kv_size, n_batch)
+    sched = Scheduler(n_slots, kv_size, n_batch, park=park)
     kv = FakeKV(sched)
     n_ctx = kv_size
     half = max_prompt or n_ctx // 2
@@ -640,12 +741,13 @@ SIM_CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("park", [False, True])
 @pytest.mark.parametrize(("n_slots", "kv_size", "n_batch"), SIM_CONFIGS)
 @pytest.mark.parametrize("seed", range(4))
 def test_randomized_simulation_keeps_the_invariants(
-    seed: int, n_slots: int, kv_size: int, n_batch: int
+    seed: int, n_slots: int, kv_size: int, n_batch: int, park: bool
 ) -> None:
-    reqs, sched = simulate(seed, n_slots, kv_size, n_batch, n_requests=40)
+    reqs, sched = simulate(seed, n_slots, kv_size, n_batch, n_requests=40, park=park)
     assert not sched.has_work()
     for r in reqs:
         if r.abort_at is None:

@@ -8,6 +8,7 @@ against what it holds, so scheduling mistakes surface as assertion errors here.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -77,6 +78,15 @@ class FakeRunner:
     def copy(self, src: int, dst: int, n: int) -> None:
         assert not self.cells.get(dst), "copy into a slot that still holds cells"
         self.cells[dst] = list(self.cells.get(src, [])[:n])
+
+    def seq_state(self, slot: int) -> bytes:
+        """The slot's state: its cells' tokens (byte values)."""
+        return bytes(self.cells.get(slot, []))
+
+    def set_seq_state(self, slot: int, state: bytes) -> bool:
+        assert not self.cells.get(slot), "a state restored into a slot that holds cells"
+        self.cells[slot] = list(state)
+        return True
 
     def decode(self, items: list[BatchItem]) -> list[int]:
         assert sum(len(i.tokens) for i in items) <= self.n_batch
@@ -642,6 +652,44 @@ def test_a_lazy_grammar_reaches_the_sampler_with_its_triggers_and_the_vocabulary
     (made,) = ScriptedSampler.made
     assert (made.grammar, made.triggers) == (g, ("<tool_call>",))
     assert made.lexicon is w.runner  # it reads the pieces and tokenizes the replay
+
+
+# -- the RAM tier ------------------------------------------------------------------------
+@pytest.mark.parametrize("ram_mb", [0, 1])
+def test_conversations_over_few_slots_get_back_their_own_cache(
+    scripts: dict[int, list[int]], ram_mb: int
+) -> None:
+    """Six conversations sharing a long system prompt take turns, two at a time, on two
+    slots. The fake runner checks every decode against its cells, so a restored state
+    that is not the conversation's own would fail at once; with the RAM tier every turn
+    after the first reuses the whole history, without it most turns recompute theirs."""
+    rng = random.Random(7)
+    runner = FakeRunner(n_ctx=4096, kv_size=900, n_batch=64)
+    cfg = WorkerConfig(model_path="fake.gguf", parallel=2, cache_ram_mb=ram_mb)
+    w = Worker(runner, cfg)  # type: ignore[arg-type]
+    system = "You are a helpful assistant. " * 3
+    history = {c: f"{system}<conv {c}: {chr(97 + c) * 40}>" for c in range(6)}
+    reused: list[tuple[int, int]] = []  # (cached tokens, the previous turn's cells)
+    for turn in range(4):
+        order = rng.sample(range(6), 6)
+        for pair in (order[0:2], order[2:4], order[4:6]):
+            before = {c: len(history[c]) for c in pair}
+            for c in pair:
+                history[c] += f" [user {turn}: {'?' * rng.randint(1, 9)}]"
+                w.submit(request(f"c{c}t{turn}", history[c], max_tokens=4))
+            events = run(w)
+            for c in pair:
+                rid = f"c{c}t{turn}"
+                assert not [e for e in of(events, rid) if isinstance(e, ErrorEvent)]
+                if turn:  # BOS, the previous prompt and 3 of its 4 reply tokens
+                    reused.append((last(events, rid).cached_tokens, before[c]))
+                history[c] += text(events, rid)
+    hits = sum(cached >= cells for cached, cells in reused)
+    if ram_mb:
+        assert hits == len(reused) and w.ram.restores > 0
+        assert w.stats().ram_entries == len(w.ram.entries) > 0
+    else:
+        assert hits < len(reused) / 2 and w.ram.restores == 0
 
 
 # -- seeds -----------------------------------------------------------------------------
