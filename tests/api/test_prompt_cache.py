@@ -205,7 +205,7 @@ def test_conversations_beyond_the_slots_come_back_from_ram_with_their_own_state(
             got.append([*pairs[0], *pairs[1]])
         metrics = http.get("/metrics").text
     for t, (ref, mine) in enumerate(zip(reference, got, strict=True)):
-        for i, (top, cached, n_prompt) in enumerate(mine):
+        for i, (top, cached, _) in enumerate(mine):
             # Batched beside another request, the logits move (up to 0.3 here): the test
             # is that each distribution is its own conversation's, not another's.
             near = [distance(top, r[0]) for r in ref]

@@ -226,3 +226,20 @@ _stream: RequestStream = FakeStream([])
 
 def _the_real_client_is_an_engine(client: EngineClient) -> Engine:
     return client  # (mypy fails here if EngineClient stops matching the protocol)
+
+
+class SilentStart(FakeStream):
+    """A fake stream that waits `wait` seconds after Accepted (a long prefill)."""
+
+    def __init__(self, events: Sequence[Event | BaseException], wait: float) -> None:
+        self.wait = wait
+        super().__init__(events)
+
+    async def _gen(self) -> AsyncGenerator[Event, None]:
+        first = True
+        async for ev in super()._gen():
+            if not first:
+                await asyncio.sleep(self.wait)
+                self.wait = 0
+            first = False
+            yield ev

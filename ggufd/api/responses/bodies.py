@@ -6,7 +6,8 @@ A reply's reasoning becomes a `reasoning` item, its text a `message` item with o
 .in_progress, each item's added / delta / done events, and last response.completed (or
 .incomplete when max_output_tokens cut the reply, .failed on an error), carrying the whole
 response; every event has its `sequence_number`, item events their `output_index`,
-`content_index` and `item_id`.
+`content_index` and `item_id`. A stream silent for KEEPALIVE_S repeats
+response.in_progress.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from typing import Any
 from ggufd.api.errors import openai_error
 from ggufd.api.jsonbody import dumps
 from ggufd.api.responses.protocol import NAMESPACE_SEP, ResponsesRequest
+from ggufd.api.sse import with_heartbeat
 from ggufd.errors import ServingError
 from ggufd.serving import types as T
 from ggufd.serving.reply import Reply
 
 OnDone = Callable[[dict[str, Any], list[T.Message]], None]
+
+KEEPALIVE_S = 10.0
+"""A silent stream (a long prompt's prefill) repeats response.in_progress this often:
+Codex gives up on a stream after 300 s without an event, and retries it from scratch."""
 
 
 @dataclass
@@ -341,19 +347,28 @@ async def failed_sse(meta: Meta, err: ServingError) -> AsyncIterator[str]:
 
 
 async def response_sse(
-    reply: Reply, meta: Meta, on_done: OnDone | None = None
+    reply: Reply,
+    meta: Meta,
+    on_done: OnDone | None = None,
+    keepalive_every: float = KEEPALIVE_S,
 ) -> AsyncIterator[str]:
     s = _Stream(meta)
     finish = T.Finish.STOP
     try:  # (from the first event: a client gone after it still ends the engine request)
         for frame in opening(s):
             yield frame
-        async with contextlib.aclosing(reply.events()) as events:
-            async for ev in events:
-                if isinstance(ev, T.ReplyError):
+        async with (
+            contextlib.aclosing(reply.events()) as events,
+            contextlib.aclosing(with_heartbeat(events, keepalive_every)) as beats,
+        ):
+            async for ev in beats:
+                if ev is None:  # silent (a long prefill): the response is still in progress
+                    body = meta.body("in_progress", s.output)
+                    yield s.event("response.in_progress", response=body)
+                elif isinstance(ev, T.ReplyError):
                     yield failed(s, ev.error)
                     return
-                if isinstance(ev, T.ChoiceEnd):
+                elif isinstance(ev, T.ChoiceEnd):
                     finish = ev.finish
                 elif isinstance(ev, T.UsageReport):
                     for frame in s.close():

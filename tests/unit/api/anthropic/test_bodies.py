@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from ggufd.serving import types as T
 from ggufd.serving.core import CHAT_ORIGINS
 from ggufd.serving.reply import ParseSpec, Reply, open_streams
 from ggufd.tools.detect import get_dialect
-from tests.support.fakes import FakeStream
+from tests.support.fakes import FakeStream, SilentStart
 
 STOP, LENGTH = FinishReason.STOP, FinishReason.LENGTH
 HERMES = ParseSpec(get_dialect("hermes"))
@@ -258,23 +257,6 @@ async def test_a_stream_cut_at_max_tokens() -> None:
     events = await events_of(B.message_sse(reply, ()))
     assert events[-2][1]["delta"]["stop_reason"] == "max_tokens"
     assert events[-2][1]["usage"]["output_tokens"] == 2
-
-
-class SilentStart(FakeStream):
-    """A fake stream that waits `wait` seconds after Accepted (a long prefill)."""
-
-    def __init__(self, events: Sequence[Event | BaseException], wait: float) -> None:
-        self.wait = wait
-        super().__init__(events)
-
-    async def _gen(self) -> AsyncGenerator[Event, None]:
-        first = True
-        async for ev in super()._gen():
-            if not first:
-                await asyncio.sleep(self.wait)
-                self.wait = 0
-            first = False
-            yield ev
 
 
 async def test_pings_while_the_engine_is_silent() -> None:

@@ -2,7 +2,8 @@
 
 :func:`check_stream` holds a stream (its events as JSON objects) to it: response.created
 and .in_progress first, one terminal event (completed / incomplete / failed) last,
-sequence numbers 0, 1, 2, ..., and item events whose output_index, content_index and
+sequence numbers 0, 1, 2, ..., response.in_progress again anywhere before the end (a
+silent stream's keep-alive), and item events whose output_index, content_index and
 item_id match the items added; the final response's output is the items done. Each event
 (and :func:`check_body` a response) must also be valid under the `openai` SDK's own types,
 strictly (the SDK's stream reader itself is lenient), where the installed SDK knows it.
@@ -68,6 +69,9 @@ def check_stream(events: list[dict[str, Any]]) -> dict[str, Any]:
     open_item: dict[str, Any] | None = None
     for e in events[2:-1]:
         kind = e["type"]
+        if kind == "response.in_progress":  # (repeated while the stream is silent)
+            assert e["response"]["status"] == "in_progress", e
+            continue
         if kind == "response.output_item.added":
             assert open_item is None, "an item was added while another was open"
             assert e["output_index"] == len(added)

@@ -25,7 +25,7 @@ from ggufd.serving import types as T
 from ggufd.serving.core import CHAT_ORIGINS
 from ggufd.serving.reply import ParseSpec, Reply, open_streams
 from ggufd.tools.detect import get_dialect
-from tests.support.fakes import FakeStream
+from tests.support.fakes import FakeStream, SilentStart
 from tests.unit.api.responses.streams import check_body, check_stream
 
 STOP, LENGTH = FinishReason.STOP, FinishReason.LENGTH
@@ -420,3 +420,22 @@ async def test_an_engine_part_error_names_no_param_in_the_stream() -> None:
         "code": "invalid_request_error",
         "message": "bad grammar",
     }
+
+
+async def test_a_silent_stream_repeats_in_progress() -> None:
+    """Codex drops a stream after 300 s without an event (a long prefill on a CPU)."""
+    reply = await reply_of(SilentStart(engine_stream(["Hi"]).events, wait=0.3))
+    events = await events_of(B.response_sse(reply, meta(), keepalive_every=0.05))
+    kinds = kinds_of(events)
+    first_item = kinds.index("output_item.added")
+    assert kinds[:2] == ["created", "in_progress"]
+    assert kinds[2:first_item].count("in_progress") >= 2
+    assert set(kinds[2:first_item]) == {"in_progress"}
+    assert all(e["response"]["status"] == "in_progress" for e in events[1:first_item])
+    assert kinds[-1] == "completed"
+    check_stream(events)  # sequence numbers still in order
+
+
+async def test_no_repeated_in_progress_when_the_engine_answers_at_once() -> None:
+    events = await events_of(B.response_sse(await reply_of(engine_stream(["Hi"])), meta()))
+    assert kinds_of(events).count("in_progress") == 1
