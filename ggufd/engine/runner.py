@@ -142,6 +142,8 @@ class Runner:
         self._stack = contextlib.ExitStack()
         self._embed_ctx: Any = None
         self._prefix_index: PrefixIndex | None = None
+        self._threads = cfg.n_threads  # of the generation context (see set_threads)
+        self._embed_threads = cfg.n_threads  # of the embeddings context
         lc.llama_backend_init()
         try:
             self._load()
@@ -423,14 +425,27 @@ class Runner:
         """One input's embedding: one vector, or one per token with pooling none."""
         return self.embed_batch([tokens])[0]
 
-    def embed_batch(self, inputs: Sequence[list[int]]) -> list[list[list[float]]]:
+    def set_threads(self, n: int) -> None:
+        """Threads of the generation context's decodes (fewer while embeddings run beside)."""
+        if n != self._threads:
+            lc.llama_set_n_threads(self.ctx, n, n)
+            self._threads = n
+
+    def embed_batch(
+        self, inputs: Sequence[list[int]], threads: int | None = None
+    ) -> list[list[list[float]]]:
         """Several inputs' embeddings in one decode (one sequence each), normalized: per
-        input one vector, or one per token with pooling none."""
+        input one vector, or one per token with pooling none. Safe in another thread than
+        the generation context's decodes (the embeddings context is its own)."""
         if self._embed_ctx is None:
             size = min(self.n_ctx, EMBED_CTX_CAP)
             self._embed_ctx = self._new_context(size, size, EMBED_SEQS, embeddings=True)
             self.embed_n_ctx = size
         ctx = self._embed_ctx
+        n_threads = threads or self.cfg.n_threads
+        if n_threads != self._embed_threads:
+            lc.llama_set_n_threads(ctx, n_threads, n_threads)
+            self._embed_threads = n_threads
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
         n = sum(len(t) for t in inputs)
         n_embd = int(lc.llama_model_n_embd(self.model))

@@ -56,9 +56,9 @@ log = logging.getLogger("ggufd.engine")
 
 # Steps in a row with requests pending but nothing to decode before they are failed.
 STALL_LIMIT = 1000
-# While sequences generate, an embeddings batch takes at most this many generation steps'
-# time, so a stream's worst token gap stays near twice its usual one.
-EMBED_BUDGET_STEPS = 1.0
+# While only an embeddings batch runs (in its thread), the loop waits this long at most for
+# it to finish or for a message.
+EMBED_POLL_S = 0.005
 
 
 class RequestError(Exception):
@@ -86,6 +86,7 @@ class Worker:
         runner: Runner,
         cfg: WorkerConfig,
         on_start: Callable[[tuple[str, ...]], None] | None = None,
+        background_embeddings: bool = True,
     ) -> None:
         self.runner = runner
         # Told, before the decode, which requests a step starts (run() sends them at once).
@@ -110,8 +111,10 @@ class Worker:
             self.disk = DiskCache(cfg.cache_dir, key + "-" + runner.version)
         self._disk_checked: set[str] = set()
         self.pooled = cfg.pooling != "none"  # one embedding per input (else one per token)
-        self.embedder = Embedder(runner, self.pooled, time.perf_counter)
-        self.step_s: float | None = None  # a generation step's time (moving average)
+        self.n_threads = cfg.n_threads
+        self.embedder = Embedder(
+            runner, self.pooled, time.perf_counter, cfg.n_threads, background_embeddings
+        )
 
     # -- requests ----------------------------------------------------------------
     def submit(self, req: GenerateRequest) -> None:
@@ -199,18 +202,22 @@ class Worker:
             self.events.append(err)
 
     def embed_step(self) -> None:
-        """Embed the next inputs: as many as fit when idle, within EMBED_BUDGET_STEPS of a
-        generation step's time while sequences are running."""
-        budget = None
-        if self.sched.has_work() and self.step_s is not None:
-            budget = EMBED_BUDGET_STEPS * self.step_s
+        """Collect a finished embeddings batch and start the next (in the background;
+        beside generation with half the threads)."""
         try:
-            self.events.extend(self.embedder.step(budget))
+            self.events.extend(self.embedder.step(generating=self.sched.has_work()))
         except DecodeError as e:
             for job in list(self.embedder.jobs):
                 msg = f"the engine could not compute these embeddings ({e})"
                 self.events.append(ErrorEvent(job.req.id, ErrorKind.INTERNAL, msg))
             self.embedder.jobs.clear()
+
+    def _share_threads(self) -> None:
+        """Generation decodes with half the threads while an embeddings batch started
+        beside it runs, with all of them otherwise."""
+        beside = self.embedder.running and self.embedder.beside
+        half = max(1, self.n_threads // 2)
+        self.runner.set_threads(half if beside else self.n_threads)
 
     def has_work(self) -> bool:
         return self.sched.has_work() or self.embedder.has_work()
@@ -388,14 +395,12 @@ class Worker:
                 self._fail_stalled()
             return
         self._stalled = 0
-        t0 = time.perf_counter()
+        self._share_threads()
         try:
             starts = self.runner.decode(plan.items)
         except DecodeError as e:
             self._fail_batch(plan.items, e)
             return
-        took = time.perf_counter() - t0
-        self.step_s = took if self.step_s is None else self.step_s + 0.3 * (took - self.step_s)
         self.sched.on_decoded(plan)
         for item, start in zip(plan.items, starts, strict=True):
             act = self.active.get(item.seq.request_id)
@@ -577,6 +582,8 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
                 worker.step()
             if worker.embedder.has_work():
                 worker.embed_step()
+                if worker.embedder.running and not worker.sched.has_work():
+                    conn.poll(EMBED_POLL_S)  # (the batch runs: wait for it or a message)
             events = worker.drain_events()
             if events:
                 conn.send(M.Events(tuple(events)))
@@ -585,6 +592,7 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     finally:
+        worker.embedder.close()
         try:
             worker.save_caches()
         except Exception as e:  # a full disk must not turn a clean stop into a crash

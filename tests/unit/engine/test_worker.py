@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -56,6 +57,9 @@ class FakeRunner:
         self.decoded: list[list[tuple[str, int, int]]] = []  # (request, start, n) per decode
         self.fail_next = False
         self.embed_batches: list[list[int]] = []  # input lengths of each embeddings decode
+        self.embed_threads: list[int | None] = []  # the threads of each embeddings decode
+        self.gen_threads: list[int] = []  # the generation context's threads, as they change
+        self.embed_delay = 0.0  # seconds each embeddings decode takes
 
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         return ([BOS] if add_special else []) + list(text.encode())
@@ -116,9 +120,18 @@ class FakeRunner:
     def embed(self, tokens: list[int]) -> list[list[float]]:
         return [[float(len(tokens)), 1.0]]
 
-    def embed_batch(self, inputs: list[list[int]]) -> list[list[list[float]]]:
+    def embed_batch(
+        self, inputs: list[list[int]], threads: int | None = None
+    ) -> list[list[list[float]]]:
+        if self.embed_delay:
+            time.sleep(self.embed_delay)
         self.embed_batches.append([len(t) for t in inputs])
+        self.embed_threads.append(threads)
         return [self.embed(t) for t in inputs]
+
+    def set_threads(self, n: int) -> None:
+        if not self.gen_threads or self.gen_threads[-1] != n:
+            self.gen_threads.append(n)
 
     def embed_limit(self) -> int:
         return 8
@@ -171,11 +184,20 @@ def scripts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, list[int]]]:
 
 
 def make_worker(
-    runner: FakeRunner | None = None, parallel: int = 4, seed: int = -1, cache: bool = True
+    runner: FakeRunner | None = None,
+    parallel: int = 4,
+    seed: int = -1,
+    cache: bool = True,
+    background: bool = False,
+    threads: int = 1,
 ) -> Worker:
+    """A worker on a fake runner; its embeddings batches run in the loop's own thread
+    unless `background` (as served)."""
     runner = runner or FakeRunner()
-    cfg = WorkerConfig(model_path="fake.gguf", parallel=parallel, seed=seed, prompt_cache=cache)
-    return Worker(runner, cfg)  # type: ignore[arg-type]
+    cfg = WorkerConfig(
+        model_path="fake.gguf", parallel=parallel, seed=seed, prompt_cache=cache, n_threads=threads
+    )
+    return Worker(runner, cfg, background_embeddings=background)  # type: ignore[arg-type]
 
 
 def request(rid: str, prompt: str | tuple[int, ...], seed: int = 0, **kw: Any) -> GenerateRequest:
@@ -740,24 +762,61 @@ def test_embeddings_of_several_requests_share_a_decode(scripts: dict[int, list[i
     assert [e.request_id for e in w.drain_events()] == ["c"]
 
 
-def test_embeddings_wait_their_turn_while_streams_run(scripts: dict[int, list[int]]) -> None:
-    """With a sequence generating, each embeddings batch stays within a step's time."""
+def test_an_embeddings_batch_holds_about_a_second_of_work(
+    scripts: dict[int, list[int]],
+) -> None:
     w = make_worker()
-    w.submit(request("r", "hello", max_tokens=50))
-    w.step()
     w.embed(EmbedRequest("e", ((5,), (5, 6), (5,), (5,), (5,), (5,), (5,))))
-    w.embed_step()  # no measurement yet: one input
+    w.submit(request("r", "hello", max_tokens=50))
+    w.embed_step()  # no measurement yet, beside generation: one input
     assert w.runner.embed_batches == [[1]]
+    w.abort("r")
     w.embedder.s_per_token = 1.0
-    w.step_s = 5.5  # the budget: 5.5 tokens' worth
+    w.embedder.batch_s = 5.5  # 5.5 tokens' worth
     w.embed_step()
     assert w.runner.embed_batches[-1] == [2, 1, 1, 1]  # one more would take 6
-    w.sched.running.clear()  # nothing generating: no budget
-    w.active.clear()
     w.embed_step()
     assert w.runner.embed_batches[-1] == [1, 1]
     (ev,) = w.drain_events()[-1:]
     assert isinstance(ev, EmbedResult) and len(ev.embeddings) == 7
+
+
+def test_embeddings_run_beside_generation_with_half_the_threads(
+    scripts: dict[int, list[int]],
+) -> None:
+    """A stream keeps generating while an embeddings batch is decoded in the background;
+    both get half the threads meanwhile, and generation gets them all back after."""
+    runner = FakeRunner()
+    runner.embed_delay = 0.3
+    w = make_worker(runner, background=True, threads=4)
+    try:
+        w.submit(request("r", "hello", max_tokens=40))
+        w.step()
+        w.embed(EmbedRequest("e", ("abc",)))
+        w.embed_step()
+        assert w.embedder.running
+        n_before = len(runner.decoded)
+        while w.embedder.running and len(runner.decoded) < n_before + 5:
+            w.step()
+            w.embed_step()
+        assert len(runner.decoded) >= n_before + 5, "generation waited for the embeddings"
+        assert runner.gen_threads[-1] == 2
+        w.embedder.wait(5)
+        assert runner.embed_threads == [2]
+        w.embed_step()
+        results = [e for e in w.drain_events() if isinstance(e, EmbedResult)]
+        assert [e.request_id for e in results] == ["e"]
+        w.step()
+        assert runner.gen_threads[-1] == 4
+        # alone, a batch gets every thread
+        w.abort("r")
+        w.embed(EmbedRequest("e2", ("x",)))
+        w.embed_step()
+        w.embedder.wait(5)
+        w.embed_step()
+        assert runner.embed_threads[-1] == 4
+    finally:
+        w.embedder.close()
 
 
 def test_an_aborted_embeddings_request_is_dropped(scripts: dict[int, list[int]]) -> None:

