@@ -28,6 +28,12 @@ bench-setup:
 bench: setup-test bench-setup
 	.venv/bin/python -m ggufd.bench $(ARGS)
 
+# ggufd against llama-server with its own defaults (issue 13's workloads, both test models).
+.PHONY: bench-cpu
+bench-cpu: setup-test
+	@bash scripts/bench_setup.sh llama_server
+	.venv/bin/python -m ggufd.bench.cpu $(ARGS)
+
 # GPU builds (issue 6): ggufd with llama.cpp built for a backend, in .venv (replacing the
 # CPU build `make setup` installed) or, for the tests, in a venv of its own. See
 # scripts/install_backend.sh; `make setup-cpu` puts the default build back.

@@ -187,6 +187,7 @@ PROMPT_STORY = "Write a short story about a lighthouse keeper who finds a messag
 
 async def streams(base: str, levels: list[int], n: int = 64) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    await run_many(base, ["Hello."], 8)  # (warm-up: the first request's one-time costs)
     for k in levels:
         prompts = [f"{PROMPT_STORY} Reader {i}: {text(i, 12)}" for i in range(k)]
         r = await run_many(base, prompts, n)
@@ -293,6 +294,36 @@ async def idle_cache(base: str, long_tokens: int = 6000) -> dict[str, Any]:
 def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     print(f"  {PEERS[peer][0]}:", flush=True)
+    only = set(a.only.split(",")) if a.only else set(WORKLOADS)
+    levels = [int(x) for x in a.streams.split(",")]
+
+    def stream_runs() -> None:
+        with serve(peer, model, max(levels), 8192, logs) as srv:
+            out["streams"] = asyncio.run(streams(srv.base_url, levels))
+            done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in out["streams"].items())
+            print(f"    streams {done}", flush=True)
+
+    runs = {
+        "single": lambda: _single(peer, model, logs, out),
+        "idle": lambda: _idle(peer, model, a, logs, out),
+        "streams": stream_runs,
+        "embeddings": lambda: _embeddings(peer, model, logs, out),
+    }
+    for name, workload in runs.items():
+        if name not in only:
+            continue
+        try:
+            workload()
+        except Exception as e:  # one workload failing must not lose the others' figures
+            print(f"    {name} failed: {type(e).__name__}: {e}", flush=True)
+            out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"
+    return out
+
+
+WORKLOADS = ("single", "idle", "streams", "embeddings")
+
+
+def _single(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
     with serve(peer, model, 2, 16384, logs) as srv:
         out["prefill"] = asyncio.run(prefill(srv.base_url))
         print(f"    prefill {out['prefill']['tok_s']:.1f} tok/s", flush=True)
@@ -308,6 +339,9 @@ def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[s
             ),
             flush=True,
         )
+
+
+def _idle(peer: str, model: str, a: argparse.Namespace, logs: Path, out: dict[str, Any]) -> None:
     with serve(peer, model, 2, 16384, logs) as srv:
         out["idle_cache"] = asyncio.run(idle_cache(srv.base_url))
         ic = out["idle_cache"]
@@ -321,14 +355,12 @@ def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[s
             out["idle_cache_no_ram"] = asyncio.run(idle_cache(srv.base_url))
             ic = out["idle_cache_no_ram"]
             print(f"    idle cache without the RAM tier: ratio {ic['ratio']:.2f}", flush=True)
-    levels = [int(x) for x in a.streams.split(",")]
-    with serve(peer, model, max(levels), 8192, logs) as srv:
-        out["streams"] = asyncio.run(streams(srv.base_url, levels))
-        print(
-            "    streams " + ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in out["streams"].items()),
-            flush=True,
-        )
-    embed_extra = () if peer == "ggufd" else ("--embeddings",)
+
+
+def _embeddings(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
+    # llama-server embeds only with --embeddings (and then serves nothing else); a chat
+    # model's GGUF says no pooling, which its /v1/embeddings refuses: mean, as ggufd's.
+    embed_extra = () if peer == "ggufd" else ("--embeddings", "--pooling", "mean")
     with serve(peer, model, 2, 8192, logs, embed_extra) as srv:
         out["embeddings"] = asyncio.run(embeddings(srv.base_url, with_chat=peer == "ggufd"))
         e = out["embeddings"]
@@ -337,7 +369,6 @@ def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[s
             gap, med = _f(e["chat_gap_max_ms"]), _f(e["chat_gap_median_ms"])
             line += f", chat gap max {gap} ms / median {med} ms"
         print(line, flush=True)
-    return out
 
 
 def _f(v: float | None, d: int = 1) -> str:
@@ -429,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default=",".join(PEERS), help=f"from {','.join(PEERS)}")
     ap.add_argument("--streams", default="1,4,8,16")
     ap.add_argument("--before", action="store_true", help="also ggufd without the RAM tier")
+    ap.add_argument("--only", default="", help=f"some of {','.join(WORKLOADS)}")
+    ap.add_argument(
+        "--merge", metavar="JSON", help="add this run's figures to an earlier run's file"
+    )
     ap.add_argument("--out", default="bench-results")
     ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run")
     a = ap.parse_args(argv)
@@ -449,10 +484,15 @@ def main(argv: list[str] | None = None) -> int:
         "levels": [int(x) for x in a.streams.split(",")],
         "models": {},
     }
+    if a.merge:
+        figures["models"] = json.loads(Path(a.merge).read_text())["models"]
     t0 = time.perf_counter()
     for label, path in models:
         print(f"{label}:", flush=True)
-        figures["models"][label] = {p: run_peer(p, path, a, logs) for p in peers}
+        mine = figures["models"].setdefault(label, {})
+        for p in peers:
+            mine.setdefault(p, {}).update(run_peer(p, path, a, logs))
+            (out / "cpu.json").write_text(json.dumps(figures, indent=2))  # (so far)
     figures["loadavg_end"] = os.getloadavg()
     figures["wall_seconds"] = time.perf_counter() - t0
     (out / "cpu.json").write_text(json.dumps(figures, indent=2))

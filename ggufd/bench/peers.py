@@ -151,7 +151,9 @@ def ggufd_cmd(c: Common, port: int, prompt_cache: bool) -> list[str]:
     cmd = [sys.executable, "-m", "ggufd", "--model", c.model, "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_threads", str(c.threads), "--parallel", str(c.parallel)]
     cmd += ["--n_ctx", str(c.n_ctx), "--n_batch", str(c.n_batch), "--verbose", "False"]
-    cmd += ["--flash_attn", "False", "--prompt_cache", str(prompt_cache)]
+    # --repack off: like the other peers (llama-server --no-repack, llama_cpp.server through
+    # lcs_launcher), on the plain weight buffers; bench/cpu.py compares the defaults.
+    cmd += ["--flash_attn", "False", "--prompt_cache", str(prompt_cache), "--repack", "off"]
     return cmd
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -551,6 +553,56 @@ def _handle(worker: Worker, msg: M.ToWorker) -> bool:
     return True
 
 
+class Sender:
+    """Sends the worker's messages in order from a thread of its own, so that writing a
+    step's events to the pipe (and waking the API process) overlaps the next decode
+    instead of delaying it; `now` sends at once, after everything queued before it (the
+    Started messages must reach the client before the decode they announce)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.queue: queue.SimpleQueue[M.FromWorker | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="sender", daemon=True)
+        self.thread.start()
+
+    def send(self, msg: M.FromWorker) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(msg)
+
+    def now(self, msg: M.FromWorker) -> None:
+        done = threading.Event()
+        self.queue.put(_Flush(done, msg))  # type: ignore[arg-type]
+        done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while (msg := self.queue.get()) is not None:
+            try:
+                if isinstance(msg, _Flush):
+                    self.conn.send(msg.msg)
+                    msg.done.set()
+                else:
+                    self.conn.send(msg)
+            except (OSError, EOFError) as e:  # the API process is gone: the loop ends too
+                self.error = e
+                if isinstance(msg, _Flush):
+                    msg.done.set()
+
+
+@dataclass
+class _Flush:
+    done: threading.Event
+    msg: M.FromWorker
+
+
 def run(conn: Connection, cfg: WorkerConfig) -> None:
     """Entry point of the worker process.
 
@@ -567,8 +619,9 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
     except LoadError as e:
         conn.send(M.Failed(str(e), retry=e.transient))
         return
-    worker = Worker(runner, cfg, on_start=lambda ids: conn.send(M.Started(ids)))
-    conn.send(M.Ready(runner.info()))
+    sender = Sender(conn)
+    worker = Worker(runner, cfg, on_start=lambda ids: sender.now(M.Started(ids)))
+    sender.send(M.Ready(runner.info()))
     try:
         while True:
             # Block when idle; otherwise take what has arrived and keep decoding.
@@ -586,12 +639,13 @@ def run(conn: Connection, cfg: WorkerConfig) -> None:
                     conn.poll(EMBED_POLL_S)  # (the batch runs: wait for it or a message)
             events = worker.drain_events()
             if events:
-                conn.send(M.Events(tuple(events)))
+                sender.send(M.Events(tuple(events)))
             for reply in worker.drain_replies():
-                conn.send(reply)
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+                sender.send(reply)
+    except (EOFError, OSError, KeyboardInterrupt):
         pass
     finally:
+        sender.close()
         worker.embedder.close()
         try:
             worker.save_caches()

@@ -964,3 +964,36 @@ def test_a_preempted_request_is_not_announced_again(scripts: dict[int, list[int]
     assert any(b < a for a, b in itertools.pairwise(starts))  # it was preempted
     ids = [rid for batch in announced for rid in batch]
     assert sorted(ids) == ["new", "old"]  # once each all the same
+
+
+# -- the sender thread -----------------------------------------------------------------
+def test_the_sender_keeps_the_order_and_now_waits_for_the_queue() -> None:
+    import multiprocessing
+
+    from ggufd.engine.worker import Sender
+
+    here, there = multiprocessing.Pipe()
+    sender = Sender(here)
+    events = [M.Events((Accepted(f"r{i}", 1),)) for i in range(50)]
+    for ev in events:
+        sender.send(ev)
+    sender.now(M.Started(("r0",)))  # returns once it is written, after the 50 before it
+    got = [there.recv() for _ in range(51)]
+    assert got == [*events, M.Started(("r0",))]
+    sender.close()
+    assert not sender.thread.is_alive()
+
+
+def test_a_closed_pipe_ends_the_senders_callers() -> None:
+    import multiprocessing
+
+    from ggufd.engine.worker import Sender
+
+    here, there = multiprocessing.Pipe()
+    there.close()
+    sender = Sender(here)
+    with pytest.raises(OSError):
+        sender.now(M.Started(("r",)))
+    with pytest.raises(OSError):
+        sender.send(M.Events(()))
+    sender.close()
