@@ -103,3 +103,24 @@ def total_ram() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 0
+
+
+# The RAM tier of the prompt cache (engine/ram_cache.py), when --cache_ram_mb is not set.
+DEFAULT_SHARE = 0.25  # of the memory available at start
+DEFAULT_CAP_MB = 8192
+
+
+def default_budget_mb() -> int:
+    """A quarter of the memory available now, at most 8 GiB (0 when it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return min(DEFAULT_CAP_MB, int(int(line.split()[1]) / 1024 * DEFAULT_SHARE))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return min(DEFAULT_CAP_MB, int(pages / 2**20 * DEFAULT_SHARE))
+    except (OSError, ValueError):
+        return 0

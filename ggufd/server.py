@@ -22,9 +22,8 @@ import uvicorn
 from ggufd.api.app import create_app
 from ggufd.engine.client import EngineClient
 from ggufd.engine.protocol import Engine
-from ggufd.engine.ram_cache import default_budget_mb
 from ggufd.engine.types import WorkerConfig
-from ggufd.memory import MIB, total_ram
+from ggufd.memory import MIB, default_budget_mb, total_ram
 from ggufd.pool import ModelPool, ServiceFactory
 from ggufd.serving.model import ModelService
 from ggufd.settings import ModelSettings, ServerSettings, physical_cores

@@ -12,7 +12,6 @@ runner does the llama.cpp calls.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sized
 from dataclasses import dataclass, field
 from itertools import count
@@ -22,24 +21,6 @@ import numpy as np
 import numpy.typing as npt
 
 MIN_TOKENS = 32  # shorter caches are cheaper to recompute than to keep
-DEFAULT_SHARE = 0.25  # of the memory available at start, when --cache_ram_mb is not set
-DEFAULT_CAP_MB = 8192
-
-
-def default_budget_mb() -> int:
-    """A quarter of the memory available now, at most 8 GiB (0 when it cannot be read)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return min(DEFAULT_CAP_MB, int(int(line.split()[1]) / 1024 * DEFAULT_SHARE))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return min(DEFAULT_CAP_MB, int(pages / 2**20 * DEFAULT_SHARE))
-    except (OSError, ValueError):
-        return 0
 
 
 def shared_prefix(a: npt.NDArray[np.int32], b: npt.NDArray[np.int32]) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ggufd.engine.ram_cache import MIN_TOKENS, RamCache, default_budget_mb, shared_prefix
+from ggufd.engine.ram_cache import MIN_TOKENS, RamCache, shared_prefix
+from ggufd.memory import default_budget_mb
 
 N = MIN_TOKENS
 
