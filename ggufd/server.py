@@ -49,6 +49,7 @@ def worker_config(entry: ModelSettings, verbose: bool) -> WorkerConfig:
         pooling=entry.pooling,
         repack=entry.repack,
         rpc=tuple(entry.rpc),
+        draft=entry.draft,
         prompt_cache=entry.prompt_cache,
         cache_ram_mb=0 if entry.embedding_only else _cache_ram_mb(entry),
         cache_dir=os.path.expanduser(entry.cache_dir) if entry.cache_dir else None,

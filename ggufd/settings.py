@@ -181,6 +181,14 @@ class ModelFields(BaseModel):
         "(extra buffer types); auto = on unless the CPU advertises AMX that the kernel does "
         "not grant (the AMX path faults there, as in some VMs).",
     )
+    draft: Literal["auto", "ngram", "off"] = Field(
+        default="auto",
+        description="Speculative decoding from each sequence's own context (prompt lookup): "
+        "tokens that followed the latest earlier occurrence of its last few tokens are "
+        "verified in the same decode, and kept only where the sampler picks them, so the "
+        "output is unchanged. auto = on, paused for a sequence while its drafts keep "
+        "failing; ngram = on; off.",
+    )
     flash_attn: Bool = Field(
         default=False,
         description="Use llama.cpp's flash attention (off: its CPU path miscomputes once "

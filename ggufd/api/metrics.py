@@ -130,6 +130,14 @@ class PoolCollector(Collector):
                 "ggufd_prompt_cache_ram_restores",
                 "KV states restored from host memory into a slot since the model loaded.",
             ),
+            "drafted": _gauge(
+                "ggufd_draft_tokens",
+                "Speculative draft tokens decoded since the model loaded (--draft).",
+            ),
+            "draft_accepted": _gauge(
+                "ggufd_draft_accepted_tokens",
+                "Draft tokens the sampler picked (kept) since the model loaded.",
+            ),
         }
         ratio = _gauge("ggufd_kv_cache_usage_ratio", "Share of the KV cache cells in use.")
         for m in self.models:

@@ -17,6 +17,13 @@ Workloads, each on a server started for it:
               same server's unconstrained reply
   idle cache  decode tokens per second of short requests after a 6,000-token
               conversation stays cached, against the same requests before it
+  agent       (a) code edit: a 150-line file and the request to return it with one
+              change, greedy, 1 and 4 streams (prompts cached first): tokens per second;
+              ggufd also with --draft off, and its story decode with --draft off;
+              (b) turns: eight conversations over four slots sharing a 3,000-token
+              system prompt and tools, taking turns (three each): the TTFT of every turn
+              after a conversation's first, against the cold first turn; ggufd also with
+              --cache_ram_mb 0
 Both test models by default: SmolLM2 (Q4_1) and Gemma 3 270M (Q4_K_M, which repacks).
 Writes bench-results/cpu.json and prints a table with ggufd / llama-server ratios.
 """
@@ -126,11 +133,23 @@ def serve(
 
 # -- one request ---------------------------------------------------------------------------
 async def stream_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A streamed chat request: when each content/argument chunk came, and the usage."""
+    """A streamed chat request: when each content/argument chunk came, and the usage.
+    Sent again once if the server had closed the kept-alive connection it went out on
+    (llama-server closes one after some streams; httpx then reports a disconnect)."""
+    try:
+        return await _stream_chat(client, base, body)
+    except httpx.RemoteProtocolError:
+        return await _stream_chat(client, base, body)
+
+
+async def _stream_chat(
+    client: httpx.AsyncClient, base: str, body: dict[str, Any]
+) -> dict[str, Any]:
     body = body | {"stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     times: list[float] = []
     usage: dict[str, Any] = {}
+    parts: list[str] = []
     async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
@@ -144,7 +163,9 @@ async def stream_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]
                 d = ch.get("delta") or {}
                 if d.get("content") or d.get("tool_calls"):
                     times.append(time.perf_counter() - t0)
-    return {"times": times, "usage": usage, "seconds": time.perf_counter() - t0}
+                    parts.append(d.get("content") or "")
+    seconds = time.perf_counter() - t0
+    return {"times": times, "usage": usage, "seconds": seconds, "text": "".join(parts)}
 
 
 def per_token_ms(res: dict[str, Any]) -> float | None:
@@ -232,6 +253,9 @@ async def embeddings(
             times = (await chat)["times"]
             gaps = [b - a for a, b in itertools.pairwise(times)]
             out["chat_gap_median_ms"] = statistics.median(gaps) * 1000 if gaps else None
+            # (chunks can arrive in pairs, which makes the median tiny: the mean is the
+            # stream's pace)
+            out["chat_gap_mean_ms"] = statistics.fmean(gaps) * 1000 if gaps else None
             out["chat_gap_max_ms"] = max(gaps) * 1000 if gaps else None
             out["chat_tokens"] = len(times)
     return out
@@ -290,6 +314,124 @@ async def idle_cache(base: str, long_tokens: int = 6000) -> dict[str, Any]:
     }
 
 
+def code_file(seed: int, n_lines: int = 150) -> tuple[str, str, str]:
+    """A Python file of `n_lines` lines (15 functions of 10), and one change to ask for:
+    (file, the line to change, what it becomes)."""
+    rng = random.Random(seed)
+    names = ["total", "scale", "clip", "shift", "merge", "count", "split", "rank", "pack"]
+    lines: list[str] = []
+    for j in range(n_lines // 10):
+        name, k, m = f"{rng.choice(names)}_{j}", rng.randint(2, 99), rng.randint(2, 99)
+        lines += [
+            f"def {name}(values, factor):",
+            f'    """Return the values above {k}, scaled, and the others shifted by {m}."""',
+            "    result = []",
+            "    for item in values:",
+            f"        if item > {k}:",
+            f"            result.append(item * factor + {m})",
+            "        else:",
+            f"            result.append(item - {m})",
+            "    return result",
+            "",
+        ]
+    old = lines[len(lines) // 2 + 4]
+    new = old.replace("if item >", "if item >=")
+    return "\n".join(lines), old.strip(), new.strip()
+
+
+def edit_body(seed: int, n: int) -> dict[str, Any]:
+    file, old, new = code_file(seed)
+    ask = (
+        f"Here is a Python file:\n```python\n{file}\n```\nReturn the whole file with one "
+        f"change: replace `{old}` with `{new}`. Reply with only the file."
+    )
+    return user(ask, max_tokens=n, temperature=0.0)
+
+
+async def code_edit(base: str, levels: tuple[int, ...] = (1, 4), n: int = 384) -> dict[str, Any]:
+    """Tokens per second of code-edit replies (greedy), after their prompts are cached."""
+    out: dict[str, Any] = {}
+    limits = httpx.Limits(max_connections=max(levels) + 2)
+    async with httpx.AsyncClient(timeout=3600, limits=limits) as c:
+        await stream_chat(c, base, user("Hello.", max_tokens=4))  # (warm-up)
+        for k in levels:
+            bodies = [edit_body(100 * k + i, n) for i in range(k)]
+            for b in bodies:  # (prefill apart from the measure)
+                await stream_chat(c, base, b | {"max_tokens": 1})
+            t0 = time.perf_counter()
+            res = await asyncio.gather(*(stream_chat(c, base, b) for b in bodies))
+            seconds = time.perf_counter() - t0
+            tokens = sum(int(r["usage"].get("completion_tokens", 0)) for r in res)
+            out[str(k)] = {
+                "tok_s": tokens / seconds,
+                "tokens": tokens,
+                "seconds": seconds,
+                "texts": [r["text"] for r in res],
+            }
+    return out
+
+
+TOOLS = [
+    TOOL,
+    *(
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": f"{name.replace('_', ' ').capitalize()} in the project.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
+                    "required": ["path"],
+                },
+            },
+        }
+        for name in ("read_file", "write_file", "list_files", "search_code")
+    ),
+]
+
+
+async def turns(base: str, n_conv: int = 8, rounds: int = 3) -> dict[str, Any]:
+    """Conversations sharing a system prompt and tools take turns, round-robin: the TTFT
+    of each turn (greedy 24-token replies, tools offered but not to be called)."""
+    system = "You are a coding agent. Project notes follow.\n" + text(9000, 2250)
+    convs: list[list[dict[str, Any]]] = [
+        [{"role": "system", "content": system}] for _ in range(n_conv)
+    ]
+    ttft: list[list[float]] = [[] for _ in range(n_conv)]
+    prompt_tokens: list[list[int]] = [[] for _ in range(n_conv)]
+    async with httpx.AsyncClient(timeout=3600) as c:
+        await stream_chat(c, base, user("Hello.", max_tokens=4))  # (warm-up)
+        for r in range(rounds):
+            for i in range(n_conv):
+                ask = f"Conversation {i}, turn {r}: {text(31 * i + r, 40)}"
+                convs[i].append({"role": "user", "content": ask})
+                body = {
+                    "model": "local",
+                    "messages": convs[i],
+                    "tools": TOOLS,
+                    "tool_choice": "none",
+                    "max_tokens": 24,
+                    "temperature": 0.0,
+                }
+                res = await stream_chat(c, base, body)
+                ttft[i].append(res["times"][0] if res["times"] else res["seconds"])
+                prompt_tokens[i].append(int(res["usage"].get("prompt_tokens", 0)))
+                convs[i].append({"role": "assistant", "content": res["text"] or "OK."})
+    cold = ttft[0][0]
+    later = [t for conv in ttft for t in conv[1:]]
+    firsts = [conv[0] for conv in ttft[1:]]
+    return {
+        "cold_ttft": cold,
+        "later_ttft_max": max(later),
+        "later_ttft_median": statistics.median(later),
+        "first_turns_ttft_max": max(firsts),
+        "worst_over_cold": max(later) / cold,
+        "ttft": ttft,
+        "prompt_tokens": prompt_tokens,
+    }
+
+
 # -- the run -------------------------------------------------------------------------------
 def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -308,6 +450,7 @@ def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[s
         "idle": lambda: _idle(peer, model, a, logs, out),
         "streams": stream_runs,
         "embeddings": lambda: _embeddings(peer, model, logs, out),
+        "agent": lambda: _agent(peer, model, logs, out),
     }
     for name, workload in runs.items():
         if name not in only:
@@ -320,7 +463,7 @@ def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[s
     return out
 
 
-WORKLOADS = ("single", "idle", "streams", "embeddings")
+WORKLOADS = ("single", "idle", "streams", "embeddings", "agent")
 
 
 def _single(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
@@ -355,6 +498,31 @@ def _idle(peer: str, model: str, a: argparse.Namespace, logs: Path, out: dict[st
             out["idle_cache_no_ram"] = asyncio.run(idle_cache(srv.base_url))
             ic = out["idle_cache_no_ram"]
             print(f"    idle cache without the RAM tier: ratio {ic['ratio']:.2f}", flush=True)
+
+
+def _agent(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
+    edits: list[tuple[str, tuple[str, ...]]] = [("code_edit", ())]
+    conversations: list[tuple[str, tuple[str, ...]]] = [("turns", ())]
+    if peer == "ggufd":
+        edits.append(("code_edit_draft_off", ("--draft", "off")))
+        conversations.append(("turns_no_ram", ("--cache_ram_mb", "0")))
+    for key, extra in edits:
+        with serve(peer, model, 4, 16384, logs, extra) as srv:
+            out[key] = asyncio.run(code_edit(srv.base_url))
+            if extra:  # the ordinary story workload without drafts, for the same ratio
+                out["decode_draft_off"] = asyncio.run(decode(srv.base_url))
+        done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in out[key].items())
+        print(f"    {key} tok/s {done}", flush=True)
+    for key, extra in conversations:
+        with serve(peer, model, 4, 16384, logs, extra) as srv:
+            out[key] = asyncio.run(turns(srv.base_url))
+        t = out[key]
+        print(
+            f"    {key}: cold TTFT {t['cold_ttft']:.2f} s, later turns max "
+            f"{t['later_ttft_max']:.2f} s ({t['worst_over_cold']:.3f} of cold), median "
+            f"{t['later_ttft_median']:.2f} s",
+            flush=True,
+        )
 
 
 def _embeddings(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
@@ -404,13 +572,19 @@ def _model_report(label: str, peers: dict[str, Any], levels: list[int]) -> list[
     for kind in ("free", "json_schema", "tool"):
         row(f"{kind} reply (ms/token)", ("constrained", kind, "ms_per_token"), False)
     row("idle cache: decode after/before", ("idle_cache", "ratio"))
+    for n in ("1", "4"):
+        row(f"code edit, {n} stream(s) (tok/s)", ("code_edit", n, "tok_s"))
+    row("turns: cold TTFT (s)", ("turns", "cold_ttft"), False)
+    row("turns: worst later TTFT (s)", ("turns", "later_ttft_max"), False)
+    row("turns: worst later / cold", ("turns", "worst_over_cold"), False)
     g = peers.get("ggufd", {})
     e = g.get("embeddings", {})
-    if e.get("chat_gap_max_ms") and e.get("chat_gap_median_ms"):
+    pace = e.get("chat_gap_mean_ms") or e.get("chat_gap_median_ms")
+    if e.get("chat_gap_max_ms") and pace:
         lines.append(
             f"ggufd: a chat stream's worst token gap during embeddings "
-            f"{e['chat_gap_max_ms'] / e['chat_gap_median_ms']:.2f}x its median "
-            f"({e['chat_gap_max_ms']:.0f} / {e['chat_gap_median_ms']:.0f} ms)"
+            f"{e['chat_gap_max_ms'] / pace:.2f}x its mean gap "
+            f"({e['chat_gap_max_ms']:.0f} / {pace:.1f} ms)"
         )
     c = g.get("constrained", {})
     free = (c.get("free") or {}).get("ms_per_token")
@@ -418,6 +592,27 @@ def _model_report(label: str, peers: dict[str, Any], levels: list[int]) -> list[
         ms = (c.get(kind) or {}).get("ms_per_token")
         if free and ms:
             lines.append(f"ggufd: {kind} {ms / free:.2f}x the unconstrained ms/token")
+    for n in ("1", "4"):
+        on, off = _dig(g, ("code_edit", n)), _dig(g, ("code_edit_draft_off", n))
+        if on and off:
+            same = "identical" if on["texts"] == off["texts"] else "DIFFERENT"
+            lines.append(
+                f"ggufd: code edit at {n} stream(s) {on['tok_s']:.1f} tok/s with drafts, "
+                f"{off['tok_s']:.1f} without ({on['tok_s'] / off['tok_s']:.2f}x); "
+                f"greedy replies {same}"
+            )
+    story, story_off = _dig(g, ("decode", "tok_s")), _dig(g, ("decode_draft_off", "tok_s"))
+    if story and story_off:
+        lines.append(
+            f"ggufd: story decode {story:.1f} tok/s with --draft auto, {story_off:.1f} with "
+            f"off ({story / story_off:.2f}x)"
+        )
+    if "turns_no_ram" in g:
+        t = g["turns_no_ram"]
+        lines.append(
+            f"ggufd with --cache_ram_mb 0: turns worst later TTFT {t['later_ttft_max']:.2f} s "
+            f"({t['worst_over_cold']:.3f} of cold)"
+        )
     if "idle_cache_no_ram" in g:
         ratio = g["idle_cache_no_ram"]["ratio"]
         lines.append(f"ggufd with --cache_ram_mb 0 (no parking): idle cache ratio {ratio:.2f}")

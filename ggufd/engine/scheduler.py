@@ -16,12 +16,14 @@ is kept in host memory first (KVPark), and a long idle cache is parked there as 
 requests are admitted beside it. When the cache fills up while
 sequences grow, the newest running sequence is preempted: its cells are freed and it
 waits to be recomputed, keeping its generated tokens and sampler, so its output goes on
-unchanged.
+unchanged. A decoding sequence's token may carry a draft (speculative tokens from
+`propose`) while the step is small; only the verified part of it counts as computed.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -73,6 +75,10 @@ class BatchItem:
     # when `sample` is set.
     logits: tuple[int, ...]
     sample: bool
+    # Speculative tokens after the sequence's next token (the last len(draft) of `tokens`,
+    # all with logits): the worker keeps those its sampler picks and clears the others'
+    # cells, so they count as computed only once verified (see worker.py, draft.py).
+    draft: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,12 @@ KVOp = KVClear | KVCopy | KVPark
 
 PARK_MIN = 32  # an idle cache this short is dropped, not parked (as ram_cache.MIN_TOKENS)
 PARK_CELLS = 1024  # an idle cache this long is parked when it would slow running sequences
+# Drafts are added to a step's decoding tokens while it holds fewer tokens than this (a
+# batch already this full of other sequences' tokens gains little from verifying more).
+DRAFT_BATCH = 16
+
+# (sequence, at most n, tokens the step holds so far) -> the tokens to draft after its next
+Proposer = Callable[["Sequence", int, int], list[int]]
 
 
 @dataclass
@@ -133,9 +145,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 class Scheduler:
     def __init__(
-        self, n_slots: int, kv_size: int, n_batch: int, reuse: bool = True, park: bool = False
+        self,
+        n_slots: int,
+        kv_size: int,
+        n_batch: int,
+        reuse: bool = True,
+        park: bool = False,
+        propose: Proposer | None = None,
     ) -> None:
         self.kv_size = kv_size
+        self.propose = propose  # speculative drafts for decoding sequences (None: none)
         self.reuse = reuse  # place requests on slots whose cache shares their prefix
         # Freed idle caches go to the RAM tier (KVPark), and a long idle cache is parked
         # there when requests are admitted beside it: in llama.cpp's unified cache every
@@ -200,7 +219,7 @@ class Scheduler:
 
     def on_decoded(self, plan: StepPlan) -> None:
         for item in plan.items:
-            item.seq.n_computed += len(item.tokens)
+            item.seq.n_computed += len(item.tokens) - len(item.draft)
 
     # -- the step ----------------------------------------------------------------
     def schedule(self) -> StepPlan:
@@ -218,6 +237,8 @@ class Scheduler:
                     continue
                 plan.items.append(self._item(seq, 1))
                 budget -= 1
+        if self.propose is not None:
+            budget -= self._add_drafts(plan, min(budget, DRAFT_BATCH - len(plan.items)))
         # Then chunks of prompts still being computed.
         for seq in sorted(self.running, key=lambda s: s.order):
             if budget <= 0:
@@ -244,6 +265,24 @@ class Scheduler:
         else:
             logits = (n - 1,) if done else ()
         return BatchItem(seq, seq.slot, start, toks, logits, sample=done)
+
+    def _add_drafts(self, plan: StepPlan, room: int) -> int:
+        """Extend the decoding items with drafts, oldest sequence first, within `room`
+        tokens and the free cells (nothing is evicted for a draft); the tokens added."""
+        assert self.propose is not None
+        added = 0
+        for k, item in enumerate(plan.items):
+            n = min(room - added, self._free_cells(plan))
+            if n <= 0:
+                break
+            draft = tuple(self.propose(item.seq, n, len(plan.items) + added)[:n])
+            if draft:
+                tokens = item.tokens + draft
+                plan.items[k] = BatchItem(
+                    item.seq, item.slot, item.start, tokens, tuple(range(len(tokens))), True, draft
+                )
+                added += len(draft)
+        return added
 
     def _planned(self, plan: StepPlan) -> int:
         return plan.n_tokens

@@ -167,6 +167,8 @@ class EngineStats:
     ram_bytes: int = 0  # host memory held by the RAM tier (idle slots' kept states)
     ram_entries: int = 0
     ram_restores: int = 0  # states restored from RAM into a slot since the worker started
+    drafted: int = 0  # speculative draft tokens decoded since the worker started
+    draft_accepted: int = 0  # of those, the tokens the samplers picked (kept)
 
 
 @dataclass(frozen=True)
@@ -263,3 +265,6 @@ class WorkerConfig:
     cache_dir: str | None = None
     # RPC servers (host:port) whose devices the model may use (--rpc).
     rpc: tuple[str, ...] = ()
+    # Speculative decoding from each sequence's own n-grams: auto (on, paused for a
+    # sequence while its drafts keep failing), ngram (on) or off.
+    draft: str = "auto"

@@ -5,6 +5,12 @@ together), Abort, Embed, StatsQuery and Stop in; Ready or Failed, Events once pe
 iteration, StatsReply, and Started naming the requests a step places on a slot, sent before
 that step's decode: if the decode kills the process, the client knows which requests were
 running (lost, and suspected of the crash) and which were only waiting (resubmitted).
+
+Speculative decoding: a decoding sequence's next token may go into the batch with a draft
+of the tokens expected after it (draft.py, from the sequence's own earlier n-grams). The
+sampler then picks each position's token in turn, exactly as it would have one decode at a
+time, and a draft token is kept only while it equals the pick; the cells of the rest are
+cleared. So the output is the sampler's own, grammar and penalties included.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from multiprocessing.connection import Connection
 from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
+from ggufd.engine.draft import DraftPolicy, NgramDrafter, StepCost
 from ggufd.engine.embedder import Embedder
 from ggufd.engine.ram_cache import RamCache
 from ggufd.engine.runner import DecodeError, LoadError, Runner
@@ -80,6 +87,8 @@ class Active:
     started: bool = False  # placed on a slot (and announced to the client)
     prompt_logprobs_sent: bool = False
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    drafter: NgramDrafter | None = None  # None: no speculative decoding for it
+    policy: DraftPolicy = field(default_factory=DraftPolicy)
 
 
 class Worker:
@@ -100,7 +109,12 @@ class Worker:
             runner.n_batch,
             cfg.prompt_cache,
             park=self.ram.budget > 0,
+            propose=None if cfg.draft == "off" else self._propose,
         )
+        self.draft_mode = cfg.draft
+        self.cost = StepCost()  # what decoding steps of each size take here
+        self.drafted = 0  # draft tokens decoded since the start
+        self.accepted = 0  # of those, tokens the samplers picked
         self._ram_checked: dict[str, int] = {}  # request -> the RAM tier version it was checked at
         self.active: dict[str, Active] = {}
         self.events: list[Event] = []
@@ -186,7 +200,11 @@ class Worker:
             )
         except GrammarError as e:
             raise RequestError(ErrorKind.INVALID, str(e), RequestPart.GRAMMAR) from e
-        return Active(req, seq, sampler, Detokenizer(req.stop), max_len)
+        drafter = None if self.draft_mode == "off" else NgramDrafter()
+        policy = DraftPolicy(self.draft_mode)
+        return Active(
+            req, seq, sampler, Detokenizer(req.stop), max_len, drafter=drafter, policy=policy
+        )
 
     def abort(self, request_id: str) -> None:
         self._disk_checked.discard(request_id)
@@ -266,6 +284,8 @@ class Worker:
             ram_bytes=self.ram.used,
             ram_entries=len(self.ram.entries),
             ram_restores=self.ram.restores,
+            drafted=self.drafted,
+            draft_accepted=self.accepted,
         )
 
     # -- the RAM tier -------------------------------------------------------------
@@ -398,11 +418,14 @@ class Worker:
             return
         self._stalled = 0
         self._share_threads()
+        t0 = time.perf_counter()
         try:
             starts = self.runner.decode(plan.items)
         except DecodeError as e:
             self._fail_batch(plan.items, e)
             return
+        if all(len(i.tokens) == 1 + len(i.draft) for i in plan.items):  # (decoding only)
+            self.cost.add(plan.n_tokens, time.perf_counter() - t0)
         self.sched.on_decoded(plan)
         for item, start in zip(plan.items, starts, strict=True):
             act = self.active.get(item.seq.request_id)
@@ -410,8 +433,41 @@ class Worker:
                 continue
             if item.seq.prompt_logits and not act.prompt_logprobs_sent:
                 self._prompt_logprobs(act, item, start)
-            if item.sample:
+            if item.draft:
+                self._verify(act, item, start)
+            elif item.sample:
                 self._sample(act, start + len(item.tokens) - 1)
+
+    # -- speculative decoding -----------------------------------------------------
+    def _propose(self, seq: Sequence, room: int, n_step: int) -> list[int]:
+        """The scheduler asks for a decoding sequence's draft (at most `room` tokens, in a
+        step that holds `n_step` tokens so far)."""
+        act = self.active.get(seq.request_id)
+        if act is None or act.drafter is None:
+            return []
+        # The whole draft and the token after it must fit under the request's limit.
+        room = min(room, act.max_len - len(seq.tokens) - 1)
+        draft = act.drafter.draft(seq.tokens, room) if room > 0 else []
+        if not draft:
+            return []
+        return draft[: act.policy.want(len(draft), n_step, self.cost)]
+
+    def _verify(self, act: Active, item: BatchItem, start: int) -> None:
+        """Sample the token after the sequence's last one and after each draft token in
+        turn, keeping draft tokens while they are what the sampler picked; then clear the
+        cells of the draft tokens that were not kept."""
+        seq, draft = act.seq, item.draft
+        kept = 0
+        for j in range(len(draft) + 1):
+            tok = self._sample(act, start + j)
+            if tok is None or j == len(draft) or tok != draft[j]:
+                break
+            kept += 1  # its cell (computed in this decode) holds the token just sampled
+            seq.n_computed += 1
+        self.runner.clear(item.slot, item.start + 1 + kept)
+        act.policy.update(len(draft), kept)
+        self.drafted += len(draft)
+        self.accepted += kept
 
     def _announce(self, items: list[BatchItem]) -> None:
         """Report the requests this step starts computing, before anything can crash."""
@@ -442,19 +498,21 @@ class Worker:
             if rid in self.active:
                 self._fail(rid, f"the engine could not decode this request ({err})")
 
-    def _sample(self, act: Active, batch_index: int) -> None:
+    def _sample(self, act: Active, batch_index: int) -> int | None:
+        """Sample the sequence's next token from a batch position's logits and report it;
+        the token, or None when the request ended."""
         r, seq = self.runner, act.seq
         if act.req.max_tokens == 0:  # echo-only scoring of a prompt
             self.events.append(TokenEvent(seq.request_id, "", 0, (), FinishReason.LENGTH))
             self.abort(seq.request_id)
-            return
+            return None
         try:
             tok = act.sampler.sample(r.ctx, batch_index)
         except GrammarError as e:
             self.abort(seq.request_id)
             err = ErrorEvent(seq.request_id, ErrorKind.INVALID, str(e), RequestPart.GRAMMAR)
             self.events.append(err)
-            return
+            return None
         act.n_generated += 1
         lp: tuple[TokenLogprob, ...] = ()
         if act.req.logprobs is not None:
@@ -473,7 +531,7 @@ class Worker:
                 finish = FinishReason.LENGTH
                 text += act.detok.finish(drop_partial=True)
         if not text and finish is None and not lp:
-            return
+            return tok
         self.events.append(
             TokenEvent(
                 seq.request_id,
@@ -488,6 +546,8 @@ class Worker:
         )
         if finish is not None:
             self.abort(seq.request_id)
+            return None
+        return tok
 
     def _logprob(self, batch_index: int, tok: int, n_top: int) -> TokenLogprob:
         logp = log_softmax(self.runner.logits(batch_index))

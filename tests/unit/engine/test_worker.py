@@ -190,12 +190,19 @@ def make_worker(
     cache: bool = True,
     background: bool = False,
     threads: int = 1,
+    draft: str = "auto",
 ) -> Worker:
     """A worker on a fake runner; its embeddings batches run in the loop's own thread
-    unless `background` (as served)."""
+    unless `background` (as served). Drafting is on as served (`auto`), so every test
+    here runs speculative decoding wherever a script repeats itself."""
     runner = runner or FakeRunner()
     cfg = WorkerConfig(
-        model_path="fake.gguf", parallel=parallel, seed=seed, prompt_cache=cache, n_threads=threads
+        model_path="fake.gguf",
+        parallel=parallel,
+        seed=seed,
+        prompt_cache=cache,
+        n_threads=threads,
+        draft=draft,
     )
     return Worker(runner, cfg, background_embeddings=background)  # type: ignore[arg-type]
 
@@ -536,7 +543,9 @@ def test_preemption_does_not_change_the_output(scripts: dict[int, list[int]]) ->
         for seed in range(3):
             scripts[seed] = toks(f"answer number {seed} goes here")
         runner = FakeRunner(n_ctx=40, kv_size=kv_size, n_batch=4)
-        w = make_worker(runner, parallel=3)
+        # (no drafts: a rejected draft's cells would count as a restart here; drafts
+        # under preemption are in test_drafts_with_concurrent_requests_match_no_drafts)
+        w = make_worker(runner, parallel=3, draft="off")
         for seed in range(3):
             w.submit(request(f"r{seed}", f"prompt {seed}", seed=seed, max_tokens=20))
         events = run(w, max_steps=2000)
@@ -997,3 +1006,157 @@ def test_a_closed_pipe_ends_the_senders_callers() -> None:
     with pytest.raises(OSError):
         sender.send(M.Events(()))
     sender.close()
+
+
+# -- speculative decoding ----------------------------------------------------------------
+def outputs(events: list[Event]) -> dict[str, list[tuple[Any, ...]]]:
+    """Per request, what its client sees: texts, finish reasons, counts, stop strings
+    (not cached_tokens: which prefix a slot still holds depends on when others ended)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for e in events:
+        if isinstance(e, TokenEvent):
+            row = (e.text, e.finish_reason, e.completion_tokens if e.finish_reason else 0)
+            out.setdefault(e.request_id, []).append((*row, e.stop_string))
+        elif isinstance(e, ErrorEvent):
+            out.setdefault(e.request_id, []).append(("error", e.kind, e.message))
+    return {rid: merge_texts(rows) for rid, rows in out.items()}
+
+
+def merge_texts(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Token events joined into one text (drafting changes how a step's tokens split)."""
+    text = "".join(r[0] for r in rows if r[0] != "error" and r[1] is None)
+    return [("text", text), *[r for r in rows if r[0] == "error" or r[1] is not None]]
+
+
+def cells_match_slots(w: Worker, runner: FakeRunner) -> None:
+    """No rejected draft left a cell behind: each idle slot holds exactly its cache."""
+    for slot in w.sched.slots:
+        assert slot.seq is None
+        assert runner.cells.get(slot.id, []) == slot.cached, slot.id
+
+
+def test_drafts_are_kept_where_the_sampler_agrees(scripts: dict[int, list[int]]) -> None:
+    file = "def add(a, b):\n    return a + b\n"
+    scripts[0] = [*toks(file.replace("a + b", "b + a")), EOS]
+    results = {}
+    for mode in ("off", "ngram"):
+        runner = FakeRunner(n_ctx=256, n_batch=64)
+        w = make_worker(runner, draft=mode)
+        w.submit(request("r", file))
+        events = run(w)
+        results[mode] = (outputs(events), len(runner.decoded), w.drafted, w.accepted)
+        cells_match_slots(w, runner)
+        assert w.sched.slots[0].cached == [BOS, *toks(file), *scripts[0][:-1]]
+    off, on = results["off"], results["ngram"]
+    assert on[0] == off[0]  # the same reply, token for token
+    assert on[0]["r"][0] == ("text", file.replace("a + b", "b + a"))
+    assert off[2:] == (0, 0)
+    drafted, accepted = on[2], on[3]
+    assert accepted > len(file) // 2 and drafted > accepted
+    # Each kept draft token saved a decode.
+    assert on[1] == off[1] - accepted
+
+
+def test_drafts_never_pass_a_request_s_end(scripts: dict[int, list[int]]) -> None:
+    # The script repeats its prompt, so the drafts run past each ending.
+    prompt = "abcdefgh" * 3
+    cases: list[dict[str, Any]] = [
+        {"max_tokens": 5},
+        {"max_tokens": 13},
+        {"stop": ("fg",)},
+        {"stop": ("ha",), "max_tokens": 30},
+    ]
+    for kw in cases:
+        scripts[0] = toks(prompt * 2)
+        got = {}
+        for mode in ("off", "ngram"):
+            runner = FakeRunner(n_ctx=256, n_batch=64)
+            w = make_worker(runner, draft=mode)
+            w.submit(request("r", prompt, **kw))
+            got[mode] = outputs(run(w))
+            cells_match_slots(w, runner)
+        assert got["ngram"] == got["off"], kw
+    # An end of sequence inside a draft's span ends the request there.
+    scripts[0] = [*toks("abcdefgh" + "abc"), EOS, *toks("defgh")]
+    runner = FakeRunner(n_ctx=256, n_batch=64)
+    w = make_worker(runner, draft="ngram")
+    w.submit(request("r", prompt))
+    events = run(w)
+    assert text(events, "r") == "abcdefghabc"
+    assert last(events, "r").finish_reason is FinishReason.STOP
+    cells_match_slots(w, runner)
+
+
+def test_drafts_with_concurrent_requests_match_no_drafts(scripts: dict[int, list[int]]) -> None:
+    """Random repetitive scripts and limits, several requests over few slots and a small
+    cache (preemption, eviction): every client sees what it would without drafts, and
+    the fake runner's cell checks pass throughout."""
+    rng = random.Random(11)
+    kept = 0
+    for trial in range(30):
+        alphabet = toks("abcd")
+        reqs = []
+        for i in range(rng.randint(1, 5)):
+            seed = trial * 10 + i
+            script = [rng.choice(alphabet) for _ in range(rng.randint(2, 6))] * rng.randint(2, 8)
+            if rng.random() < 0.3:
+                script.insert(rng.randrange(len(script)), EOS)
+            scripts[seed] = script
+            kw: dict[str, Any] = {"max_tokens": rng.randint(1, 40)}
+            if rng.random() < 0.3:
+                kw["stop"] = ("".join(chr(rng.choice(alphabet)) for _ in range(3)),)
+            prompt = "".join(chr(t) for t in script[: rng.randint(2, len(script))])
+            reqs.append(request(f"r{i}", prompt, seed=seed, **kw))
+        n_ctx = rng.choice([64, 128])
+        got = {}
+        for mode in ("off", "ngram"):
+            runner = FakeRunner(n_ctx=n_ctx, n_batch=rng.choice([8, 32]))
+            w = make_worker(runner, parallel=rng.choice([1, 2, 4]), draft=mode)
+            for r in reqs:
+                w.submit(r)
+            got[mode] = outputs(run(w, max_steps=3000))
+            cells_match_slots(w, runner)
+            ScriptedSampler.made.clear()
+            kept += w.accepted
+        assert got["ngram"] == got["off"], trial
+    assert kept > 200  # (the scripts repeat: drafts were kept throughout)
+
+
+def test_drafts_go_only_into_small_batches(scripts: dict[int, list[int]]) -> None:
+    from ggufd.engine.scheduler import DRAFT_BATCH
+
+    class Recording(FakeRunner):
+        drafts: list[tuple[int, int]]  # (items, draft tokens) of each decode
+
+        def decode(self, items: list[BatchItem]) -> list[int]:
+            self.drafts.append((len(items), sum(len(i.draft) for i in items)))
+            return super().decode(items)
+
+    for n_seqs in (1, 6, 16):
+        for i in range(n_seqs):
+            scripts[i] = toks("xyxyxyxyxyxyxyxyxyxyxyxy")
+        runner = Recording(n_ctx=1024, n_batch=256)
+        runner.drafts = []
+        w = make_worker(runner, parallel=n_seqs, draft="ngram")
+        for i in range(n_seqs):
+            w.submit(request(f"r{i}", "xyxyxyxy", seed=i, max_tokens=20))
+        run(w)
+        # The sequences and their drafts stay within DRAFT_BATCH tokens in all.
+        assert all(drafts <= max(0, DRAFT_BATCH - items) for items, drafts in runner.drafts)
+        assert (w.accepted > 0) == (n_seqs < DRAFT_BATCH)
+
+
+def test_draft_metrics_and_off(scripts: dict[int, list[int]]) -> None:
+    scripts[0] = toks("0123456789" * 3)
+    w = make_worker(draft="off")
+    w.submit(request("r", "0123456789", max_tokens=20))
+    run(w)
+    assert (w.stats().drafted, w.stats().draft_accepted) == (0, 0)
+    scripts[1] = toks("0123456789" * 3)
+    w = make_worker(draft="ngram")
+    w.submit(request("r", "0123456789", seed=1, max_tokens=20))
+    run(w)
+    stats = w.stats()
+    # After "01" the rest repeats the prompt: most tokens come from drafts.
+    assert stats.draft_accepted >= 12
+    assert stats.drafted >= stats.draft_accepted
