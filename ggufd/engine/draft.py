@@ -132,10 +132,28 @@ def best_length(p: float, k_max: int, n_step: int, cost: StepCost) -> int:
 
 
 MARGIN = 0.03  # a draft must promise this much more speed than none
-PRIOR_RATE = 0.7  # the acceptance assumed before a sequence's drafts are seen ...
-PRIOR_WEIGHT = 2.0  # ... worth this many draft tokens
+PRIOR_RATE = 0.6  # the acceptance assumed before any draft was seen ...
+PRIOR_WEIGHT = 2.0  # ... worth this many draft tokens (per sequence: the worker's rate)
 DECAY = 0.85  # per verified draft: the weight of earlier drafts in the acceptance estimate
 IDLE_DECAY = 0.97  # per step without a draft (auto): evidence fades, so drafting is retried
+GLOBAL_DECAY = 0.98  # per verified draft, for the worker's rate over all sequences
+
+
+class Acceptance:
+    """The worker's recent acceptance over all sequences: what a new sequence, or one
+    whose own evidence faded, is assumed to get (story text gets little, a copied file
+    much), so that a server serving prose does not keep trying drafts."""
+
+    def __init__(self) -> None:
+        self.tried = 0.0
+        self.kept = 0.0
+
+    def add(self, tried: int, kept: int) -> None:
+        self.tried = self.tried * GLOBAL_DECAY + tried
+        self.kept = self.kept * GLOBAL_DECAY + kept
+
+    def rate(self) -> float:
+        return (self.kept + PRIOR_RATE * PRIOR_WEIGHT) / (self.tried + PRIOR_WEIGHT)
 
 
 @dataclass
@@ -154,18 +172,25 @@ class DraftPolicy:
     recent_drafted: float = 0.0  # decayed counts (auto)
     recent_accepted: float = 0.0
 
-    def rate(self) -> float:
-        """The estimated chance that a draft token is right (given those before were)."""
-        kept = self.recent_accepted + PRIOR_RATE * PRIOR_WEIGHT
+    def rate(self, prior: float = PRIOR_RATE) -> float:
+        """The estimated chance that a draft token is right (given those before were),
+        from this sequence's recent drafts and, for as much as they lack, `prior`."""
+        kept = self.recent_accepted + prior * PRIOR_WEIGHT
         return min(0.98, kept / (self.recent_drafted + PRIOR_WEIGHT))
 
-    def want(self, room: int = MAX_DRAFT, n_step: int = 1, cost: StepCost | None = None) -> int:
+    def want(
+        self,
+        room: int = MAX_DRAFT,
+        n_step: int = 1,
+        cost: StepCost | None = None,
+        prior: float = PRIOR_RATE,
+    ) -> int:
         room = min(room, MAX_DRAFT)
         if self.mode == "off" or room <= 0:
             return 0
         if self.mode == "ngram" or cost is None:
             return min(room, self.length)
-        k = best_length(self.rate(), room, n_step, cost)
+        k = best_length(self.rate(prior), room, n_step, cost)
         if k == 0:
             self.recent_drafted *= IDLE_DECAY
             self.recent_accepted *= IDLE_DECAY
@@ -180,8 +205,12 @@ class DraftPolicy:
             self.length = min(MAX_DRAFT, self.length * 2)
         else:
             self.length = max(1, accepted + 1)
-        # A rejection ends the draft: the tokens after it were not tried, so they do not
-        # count against the rate.
-        tried = accepted + (1 if accepted < drafted else 0)
+        tried = tried_tokens(drafted, accepted)
         self.recent_drafted = self.recent_drafted * DECAY + tried
         self.recent_accepted = self.recent_accepted * DECAY + accepted
+
+
+def tried_tokens(drafted: int, accepted: int) -> int:
+    """Draft tokens a verification tried: those kept and the first one rejected (a
+    rejection ends the draft, so the tokens after it say nothing about the rate)."""
+    return accepted + (1 if accepted < drafted else 0)

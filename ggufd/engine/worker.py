@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
-from ggufd.engine.draft import DraftPolicy, NgramDrafter, StepCost
+from ggufd.engine.draft import Acceptance, DraftPolicy, NgramDrafter, StepCost, tried_tokens
 from ggufd.engine.embedder import Embedder
 from ggufd.engine.ram_cache import RamCache
 from ggufd.engine.runner import DecodeError, LoadError, Runner
@@ -113,6 +113,7 @@ class Worker:
         )
         self.draft_mode = cfg.draft
         self.cost = StepCost()  # what decoding steps of each size take here
+        self.acceptance = Acceptance()  # how often draft tokens were right lately
         self.drafted = 0  # draft tokens decoded since the start
         self.accepted = 0  # of those, tokens the samplers picked
         self._ram_checked: dict[str, int] = {}  # request -> the RAM tier version it was checked at
@@ -450,7 +451,7 @@ class Worker:
         draft = act.drafter.draft(seq.tokens, room) if room > 0 else []
         if not draft:
             return []
-        return draft[: act.policy.want(len(draft), n_step, self.cost)]
+        return draft[: act.policy.want(len(draft), n_step, self.cost, self.acceptance.rate())]
 
     def _verify(self, act: Active, item: BatchItem, start: int) -> None:
         """Sample the token after the sequence's last one and after each draft token in
@@ -466,6 +467,7 @@ class Worker:
             seq.n_computed += 1
         self.runner.clear(item.slot, item.start + 1 + kept)
         act.policy.update(len(draft), kept)
+        self.acceptance.add(tried_tokens(len(draft), kept), kept)
         self.drafted += len(draft)
         self.accepted += kept
 

@@ -8,6 +8,8 @@ import pytest
 
 from ggufd.engine.draft import (
     MAX_DRAFT,
+    PRIOR_RATE,
+    Acceptance,
     NGRAM_MAX,
     START_DRAFT,
     DraftPolicy,
@@ -138,6 +140,19 @@ def test_auto_stops_where_drafts_fail_and_retries_later() -> None:
     for _ in range(8):
         r.update(4, 0)
     assert r.want(16, 1, dear) == 1
+
+
+def test_a_new_sequence_starts_from_the_worker_s_recent_rate() -> None:
+    dear = cost_of(10.0, 5.0)
+    prose, code = Acceptance(), Acceptance()
+    assert prose.rate() == PRIOR_RATE
+    for _ in range(30):
+        prose.add(2, 0)  # the first draft token wrong
+        code.add(8, 8)
+    assert prose.rate() < 0.1 < 0.9 < code.rate()
+    # (a new sequence has no drafts of its own yet)
+    assert DraftPolicy("auto").want(16, 1, dear, prose.rate()) == 0
+    assert DraftPolicy("auto").want(16, 1, dear, code.rate()) > 4
 
 
 def test_off_never_drafts() -> None:
