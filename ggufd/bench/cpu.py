@@ -41,7 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +183,10 @@ def user(content: str, **kw: Any) -> dict[str, Any]:
 
 
 # -- workloads -----------------------------------------------------------------------------
-async def prefill(base: str, runs: int = 2) -> dict[str, Any]:
+async def prefill(base: str, runs: int = 2, first: int = 0) -> dict[str, Any]:
     out = []
     async with httpx.AsyncClient(timeout=1800) as c:
-        for k in range(runs):
+        for k in range(first, first + runs):
             body = user(f"Note {k}. {text(1000 + k, 2300)}\nSummarize.", max_tokens=1)
             res = await stream_chat(c, base, body | {"temperature": 0})
             n = int(res["usage"].get("prompt_tokens", 0))
@@ -433,11 +433,82 @@ async def turns(base: str, n_conv: int = 8, rounds: int = 3) -> dict[str, Any]:
     }
 
 
+# -- interleaved runs ----------------------------------------------------------------------
+def run_interleaved(
+    peers: list[str], model: str, a: argparse.Namespace, logs: Path
+) -> dict[str, dict[str, Any]]:
+    """The single-stream workloads and the streams, with every peer's server up at once
+    and the peers taking turns (ABBA...) for `a.rounds` rounds: on a shared machine whose
+    speed drifts by 10-30% over minutes, each ratio then compares the same minutes.
+    Figures are the medians of the rounds (the rounds' figures are kept too)."""
+    out: dict[str, dict[str, Any]] = {p: {} for p in peers}
+    raw: dict[str, dict[str, list[Any]]] = {p: {} for p in peers}
+    levels = [int(x) for x in a.streams.split(",")]
+    only = set(a.only.split(",")) if a.only else set(WORKLOADS)
+
+    def order(r: int) -> list[str]:
+        return peers if r % 2 == 0 else peers[::-1]
+
+    if "single" in only:
+        with ExitStack() as stack:
+            srv = {p: stack.enter_context(serve(p, model, 2, 16384, logs)) for p in peers}
+            for r in range(a.rounds):
+                for p in order(r):
+                    base = srv[p].base_url
+                    got = raw[p]
+                    got.setdefault("prefill", []).append(asyncio.run(prefill(base, 1, r)))
+                    got.setdefault("decode", []).append(asyncio.run(decode(base)))
+                    got.setdefault("constrained", []).append(asyncio.run(constrained(base)))
+                    print(f"    round {r + 1} {PEERS[p][0]}: {_brief(got)}", flush=True)
+    if "streams" in only:
+        with ExitStack() as stack:
+            srv = {p: stack.enter_context(serve(p, model, max(levels), 8192, logs)) for p in peers}
+            for r in range(a.rounds):
+                for p in order(r):
+                    res = asyncio.run(streams(srv[p].base_url, levels))
+                    raw[p].setdefault("streams", []).append(res)
+                    done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in res.items())
+                    print(f"    round {r + 1} {PEERS[p][0]} streams {done}", flush=True)
+    for p in peers:
+        got, mine = raw[p], out[p]
+        if "prefill" in got:
+            mine["prefill"] = {"tok_s": _median([x["tok_s"] for x in got["prefill"]])}
+            mine["decode"] = {"tok_s": _median([x["tok_s"] for x in got["decode"]])}
+            cs = got["constrained"]
+            mine["constrained"] = {
+                kind: {"ms_per_token": _median([x[kind]["ms_per_token"] for x in cs])}
+                for kind in ("free", "json_schema", "tool")
+            }
+        if "streams" in got:
+            mine["streams"] = {
+                str(k): {"tok_s": _median([x[str(k)]["tok_s"] for x in got["streams"]])}
+                for k in levels
+            }
+        mine["rounds"] = got
+    return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _brief(got: dict[str, list[Any]]) -> str:
+    c = got["constrained"][-1]
+    return (
+        f"prefill {got['prefill'][-1]['tok_s']:.1f}, decode {_f(got['decode'][-1]['tok_s'])} "
+        f"tok/s; ms/token free {_f(c['free']['ms_per_token'])} json_schema "
+        f"{_f(c['json_schema']['ms_per_token'])} tool {_f(c['tool']['ms_per_token'])}"
+    )
+
+
 # -- the run -------------------------------------------------------------------------------
-def run_peer(peer: str, model: str, a: argparse.Namespace, logs: Path) -> dict[str, Any]:
+def run_peer(
+    peer: str, model: str, a: argparse.Namespace, logs: Path, workloads: list[str]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     print(f"  {PEERS[peer][0]}:", flush=True)
-    only = set(a.only.split(",")) if a.only else set(WORKLOADS)
+    only = set(workloads)
     levels = [int(x) for x in a.streams.split(",")]
 
     def stream_runs() -> None:
@@ -671,6 +742,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--merge", metavar="JSON", help="add this run's figures to an earlier run's file"
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="run the single-stream workloads and the streams with all peers up at once, "
+        "taking turns, this many rounds (medians); the others as without it",
+    )
     ap.add_argument("--out", default="bench-results")
     ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run")
     a = ap.parse_args(argv)
@@ -697,8 +775,15 @@ def main(argv: list[str] | None = None) -> int:
     for label, path in models:
         print(f"{label}:", flush=True)
         mine = figures["models"].setdefault(label, {})
-        for p in peers:
-            mine.setdefault(p, {}).update(run_peer(p, path, a, logs))
+        if a.rounds > 0:
+            print(f"  interleaved, {a.rounds} rounds:", flush=True)
+            for p, got in run_interleaved(peers, path, a, logs).items():
+                mine.setdefault(p, {}).update(got)
+            (out / "cpu.json").write_text(json.dumps(figures, indent=2))  # (so far)
+        rest = [w for w in (a.only.split(",") if a.only else WORKLOADS)]
+        rest = [w for w in rest if a.rounds <= 0 or w not in ("single", "streams")]
+        for p in peers if rest else []:
+            mine.setdefault(p, {}).update(run_peer(p, path, a, logs, rest))
             (out / "cpu.json").write_text(json.dumps(figures, indent=2))  # (so far)
     figures["loadavg_end"] = os.getloadavg()
     figures["wall_seconds"] = time.perf_counter() - t0

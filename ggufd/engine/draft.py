@@ -6,15 +6,16 @@ where the sequence's last n tokens (n from NGRAM_MAX down to NGRAM_MIN) occurred
 proposes the tokens that followed there. The worker decodes them with the sequence's
 next token in one batch and keeps those its own sampler picks (see worker.py), so the
 output is what it would have been without drafts. :class:`DraftPolicy` sets each
-sequence's draft length from its acceptance and, in ``auto`` mode, from what steps of
-each size cost on this machine (:class:`StepCost`), so drafting is used where it pays.
+sequence's draft length from its runs of kept tokens and, in ``auto`` mode, drafts only
+while the time drafts add to the decodes, per kept token, is below a plain decode's time
+per token on this machine (:class:`StepCost`), so drafting is used where it pays.
 Plain Python; no llama.cpp here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NGRAM_MIN = 2
 NGRAM_MAX = 4
@@ -70,10 +71,11 @@ class NgramDrafter:
 
 
 class StepCost:
-    """Seconds a decode step takes by the tokens in it, learned from the steps measured
-    (decoding steps only: no prompt chunks). On a small CPU a decode is compute-bound and
-    each drafted token costs half a token's decode or more; on a GPU or with a big model
-    it is nearly free. Drafting pays only where it is cheap enough for its acceptance."""
+    """Seconds a plain decoding step takes (one token per sequence: no drafts, no prompt
+    chunks) by the sequences in it, learned from the steps measured. Against it the
+    worker measures what drafts add: on a small CPU a decode is compute-bound and each
+    drafted token costs half a plain decode or more; on a GPU, or with a big model, it is
+    nearly free."""
 
     ALPHA = 0.2  # weight of a new measurement
     PRIOR_SLOPE = 0.5  # unmeasured sizes: each token beyond the largest known adds this
@@ -108,109 +110,90 @@ class StepCost:
         return self._t[top] + slope * (n - top)
 
 
-def best_length(p: float, k_max: int, n_step: int, cost: StepCost) -> int:
-    """The draft length that makes the most tokens per second of the step, for a
-    sequence whose draft tokens are each right with probability p (given the ones before
-    were), in a step that already holds `n_step` tokens (one per decoding sequence, each
-    of them one token of output); 0 when no draft beats none by MARGIN."""
-    base = cost.time(n_step)
-    if base is None:
-        return min(k_max, START_DRAFT)  # (nothing measured yet)
-    plain = n_step / base
-    best_k, best = 0, plain
-    expected, q = 0.0, 1.0  # the draft tokens expected to be kept, P(all k right)
-    for k in range(1, k_max + 1):
-        q *= p
-        expected += q
-        t = cost.time(n_step + k)
-        if t is None or t <= 0:
-            break
-        rate = (n_step + expected) / t
-        if rate > best:
-            best_k, best = k, rate
-    return best_k if best > plain * (1 + MARGIN) else 0
+MARGIN = 0.05  # auto: a kept draft token must cost this much less than a plain one
+DECAY = 0.9  # per draft: the weight of a sequence's earlier drafts in its cost estimate
+RETRY_STEPS = 32  # auto: steps without drafting before the first retry (doubling after)
+INHERIT = 0.3  # the share of the worker's recent evidence a new sequence starts with
+GLOBAL_DECAY = 0.98  # per draft, for the worker's evidence over all sequences
 
 
-MARGIN = 0.03  # a draft must promise this much more speed than none
-PRIOR_RATE = 0.6  # the acceptance assumed before any draft was seen ...
-PRIOR_WEIGHT = 2.0  # ... worth this many draft tokens (per sequence: the worker's rate)
-DECAY = 0.85  # per verified draft: the weight of earlier drafts in the acceptance estimate
-IDLE_DECAY = 0.97  # per step without a draft (auto): evidence fades, so drafting is retried
-GLOBAL_DECAY = 0.98  # per verified draft, for the worker's rate over all sequences
+@dataclass
+class Evidence:
+    """What drafts cost and gained: decayed sums of the seconds they added to decodes and
+    of the draft tokens kept."""
 
+    extra_s: float = 0.0
+    kept: float = 0.0
 
-class Acceptance:
-    """The worker's recent acceptance over all sequences: what a new sequence, or one
-    whose own evidence faded, is assumed to get (story text gets little, a copied file
-    much), so that a server serving prose does not keep trying drafts."""
+    def add(self, extra_s: float, kept: int, decay: float) -> None:
+        self.extra_s = self.extra_s * decay + extra_s
+        self.kept = self.kept * decay + kept
 
-    def __init__(self) -> None:
-        self.tried = 0.0
-        self.kept = 0.0
-
-    def add(self, tried: int, kept: int) -> None:
-        self.tried = self.tried * GLOBAL_DECAY + tried
-        self.kept = self.kept * GLOBAL_DECAY + kept
-
-    def rate(self) -> float:
-        return (self.kept + PRIOR_RATE * PRIOR_WEIGHT) / (self.tried + PRIOR_WEIGHT)
+    def cost_per_token(self) -> float | None:
+        """Seconds per kept draft token (None before any evidence)."""
+        if self.extra_s <= 0 and self.kept <= 0:
+            return None
+        return self.extra_s / max(self.kept, 0.5)
 
 
 @dataclass
 class DraftPolicy:
     """How many tokens to draft for one sequence next, from how its drafts fared.
 
-    ``ngram``: a length that doubles while drafts are wholly kept and drops to what was
-    kept plus one otherwise. ``auto``: the length that promises the most tokens per
-    second (best_length) from the sequence's recent acceptance and the measured cost of
-    steps (StepCost), so nothing is drafted where it does not pay."""
+    The length doubles while drafts are wholly kept and drops to what was kept plus one
+    otherwise (a copied passage is kept in long runs). ``ngram`` drafts whenever there is
+    a match; ``auto`` only while drafts pay: while the time they add to the decodes, per
+    draft token kept, is below what a plain decode takes per token (both measured here,
+    so the judgement is this machine's and this text's). When they stop paying, drafting
+    is retried after 32 steps, then 64, 128..., so prose costs next to nothing."""
 
     mode: str = "auto"
     length: int = START_DRAFT
     drafted: int = 0  # draft tokens verified in all
     accepted: int = 0  # of those, kept
-    recent_drafted: float = 0.0  # decayed counts (auto)
-    recent_accepted: float = 0.0
+    evidence: Evidence = field(default_factory=Evidence)
+    waited: int = 0  # steps without drafting since drafting stopped paying
+    retry_after: int = RETRY_STEPS
 
-    def rate(self, prior: float = PRIOR_RATE) -> float:
-        """The estimated chance that a draft token is right (given those before were),
-        from this sequence's recent drafts and, for as much as they lack, `prior`."""
-        kept = self.recent_accepted + prior * PRIOR_WEIGHT
-        return min(0.98, kept / (self.recent_drafted + PRIOR_WEIGHT))
+    @classmethod
+    def starting_from(cls, mode: str, worker: Evidence) -> DraftPolicy:
+        """A new sequence's policy, starting from part of the worker's recent evidence."""
+        inherited = Evidence(worker.extra_s * INHERIT, worker.kept * INHERIT)
+        return cls(mode, evidence=inherited)
 
-    def want(
-        self,
-        room: int = MAX_DRAFT,
-        n_step: int = 1,
-        cost: StepCost | None = None,
-        prior: float = PRIOR_RATE,
-    ) -> int:
+    def pays(self, plain_s_per_token: float | None) -> bool:
+        cost = self.evidence.cost_per_token()
+        if cost is None or plain_s_per_token is None:
+            return True  # (nothing to judge by yet: try)
+        return cost < plain_s_per_token * (1 - MARGIN)
+
+    def want(self, room: int = MAX_DRAFT, plain_s_per_token: float | None = None) -> int:
         room = min(room, MAX_DRAFT)
         if self.mode == "off" or room <= 0:
             return 0
-        if self.mode == "ngram" or cost is None:
-            return min(room, self.length)
-        k = best_length(self.rate(prior), room, n_step, cost)
-        if k == 0:
-            self.recent_drafted *= IDLE_DECAY
-            self.recent_accepted *= IDLE_DECAY
-        return k
+        if self.mode == "auto" and not self.pays(plain_s_per_token):
+            self.waited += 1
+            if self.waited < self.retry_after:
+                return 0
+            self.waited, self.retry_after = 0, self.retry_after * 2
+        return min(room, self.length)
 
-    def update(self, drafted: int, accepted: int) -> None:
+    def update(
+        self,
+        drafted: int,
+        accepted: int,
+        extra_s: float | None = None,
+        plain_s_per_token: float | None = None,
+    ) -> None:
         """After a verified draft of `drafted` tokens of which the first `accepted` were
-        kept."""
+        kept, which made its decode `extra_s` seconds longer (None: not known)."""
         self.drafted += drafted
         self.accepted += accepted
         if accepted == drafted:
             self.length = min(MAX_DRAFT, self.length * 2)
         else:
             self.length = max(1, accepted + 1)
-        tried = tried_tokens(drafted, accepted)
-        self.recent_drafted = self.recent_drafted * DECAY + tried
-        self.recent_accepted = self.recent_accepted * DECAY + accepted
-
-
-def tried_tokens(drafted: int, accepted: int) -> int:
-    """Draft tokens a verification tried: those kept and the first one rejected (a
-    rejection ends the draft, so the tokens after it say nothing about the rate)."""
-    return accepted + (1 if accepted < drafted else 0)
+        if extra_s is not None:
+            self.evidence.add(extra_s, accepted, DECAY)
+            if self.pays(plain_s_per_token):
+                self.retry_after = RETRY_STEPS

@@ -120,7 +120,7 @@ PARK_CELLS = 1024  # an idle cache this long is parked when it would slow runnin
 # batch already this full of other sequences' tokens gains little from verifying more).
 DRAFT_BATCH = 16
 
-# (sequence, at most n, tokens the step holds so far) -> the tokens to draft after its next
+# (sequence, at most n, decoding sequences in the step) -> the tokens to draft after its next
 Proposer = Callable[["Sequence", int, int], list[int]]
 
 
@@ -275,7 +275,7 @@ class Scheduler:
             n = min(room - added, self._free_cells(plan))
             if n <= 0:
                 break
-            draft = tuple(self.propose(item.seq, n, len(plan.items) + added)[:n])
+            draft = tuple(self.propose(item.seq, n, len(plan.items))[:n])
             if draft:
                 tokens = item.tokens + draft
                 plan.items[k] = BatchItem(

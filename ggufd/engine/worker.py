@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
-from ggufd.engine.draft import Acceptance, DraftPolicy, NgramDrafter, StepCost, tried_tokens
+from ggufd.engine.draft import GLOBAL_DECAY, DraftPolicy, Evidence, NgramDrafter, StepCost
 from ggufd.engine.embedder import Embedder
 from ggufd.engine.ram_cache import RamCache
 from ggufd.engine.runner import DecodeError, LoadError, Runner
@@ -112,8 +112,8 @@ class Worker:
             propose=None if cfg.draft == "off" else self._propose,
         )
         self.draft_mode = cfg.draft
-        self.cost = StepCost()  # what decoding steps of each size take here
-        self.acceptance = Acceptance()  # how often draft tokens were right lately
+        self.cost = StepCost()  # what plain decoding steps take here, by sequences in them
+        self.evidence = Evidence()  # what drafts cost and gained lately, all sequences
         self.drafted = 0  # draft tokens decoded since the start
         self.accepted = 0  # of those, tokens the samplers picked
         self._ram_checked: dict[str, int] = {}  # request -> the RAM tier version it was checked at
@@ -202,7 +202,7 @@ class Worker:
         except GrammarError as e:
             raise RequestError(ErrorKind.INVALID, str(e), RequestPart.GRAMMAR) from e
         drafter = None if self.draft_mode == "off" else NgramDrafter()
-        policy = DraftPolicy(self.draft_mode)
+        policy = DraftPolicy.starting_from(self.draft_mode, self.evidence)
         return Active(
             req, seq, sampler, Detokenizer(req.stop), max_len, drafter=drafter, policy=policy
         )
@@ -425,9 +425,8 @@ class Worker:
         except DecodeError as e:
             self._fail_batch(plan.items, e)
             return
-        if all(len(i.tokens) == 1 + len(i.draft) for i in plan.items):  # (decoding only)
-            self.cost.add(plan.n_tokens, time.perf_counter() - t0)
         self.sched.on_decoded(plan)
+        kept: dict[str, int] = {}  # drafting request -> its draft tokens kept
         for item, start in zip(plan.items, starts, strict=True):
             act = self.active.get(item.seq.request_id)
             if act is None:
@@ -435,9 +434,38 @@ class Worker:
             if item.seq.prompt_logits and not act.prompt_logprobs_sent:
                 self._prompt_logprobs(act, item, start)
             if item.draft:
-                self._verify(act, item, start)
+                kept[item.seq.request_id] = self._verify(act, item, start)
             elif item.sample:
                 self._sample(act, start + len(item.tokens) - 1)
+        if all(len(i.tokens) == 1 + len(i.draft) for i in plan.items):  # (decoding only)
+            self._measure(plan.items, kept, time.perf_counter() - t0)
+        else:  # (prompt chunks in the step: its time says nothing about the drafts)
+            for item in plan.items:
+                act = self.active.get(item.seq.request_id)
+                if item.draft and act is not None and item.seq.request_id in kept:
+                    act.policy.update(len(item.draft), kept[item.seq.request_id])
+
+    def _measure(self, items: list[BatchItem], kept: dict[str, int], seconds: float) -> None:
+        """Learn from a decoding step (its decode and sampling): a plain one's time, or
+        what its drafts added to the plain time of as many sequences, shared among the
+        drafting sequences by their drafts' lengths."""
+        drafted = sum(len(i.draft) for i in items)
+        if not drafted:
+            self.cost.add(len(items), seconds)
+            return
+        plain = self.cost.time(len(items))
+        extra = max(0.0, seconds - plain) if plain is not None else None
+        pace = plain / len(items) if plain is not None else None
+        for item in items:
+            act = self.active.get(item.seq.request_id)
+            if not item.draft or item.seq.request_id not in kept:
+                continue
+            n_kept = kept[item.seq.request_id]
+            share = extra * len(item.draft) / drafted if extra is not None else None
+            if act is not None:
+                act.policy.update(len(item.draft), n_kept, share, pace)
+            if share is not None:
+                self.evidence.add(share, n_kept, GLOBAL_DECAY)
 
     # -- speculative decoding -----------------------------------------------------
     def _propose(self, seq: Sequence, room: int, n_step: int) -> list[int]:
@@ -451,9 +479,14 @@ class Worker:
         draft = act.drafter.draft(seq.tokens, room) if room > 0 else []
         if not draft:
             return []
-        return draft[: act.policy.want(len(draft), n_step, self.cost, self.acceptance.rate())]
+        return draft[: act.policy.want(len(draft), self._plain_pace(n_step))]
 
-    def _verify(self, act: Active, item: BatchItem, start: int) -> None:
+    def _plain_pace(self, n_seqs: int) -> float | None:
+        """Seconds per token of a plain decoding step of n_seqs sequences, as measured."""
+        t = self.cost.time(n_seqs)
+        return t / n_seqs if t is not None else None
+
+    def _verify(self, act: Active, item: BatchItem, start: int) -> int:
         """Sample the token after the sequence's last one and after each draft token in
         turn, keeping draft tokens while they are what the sampler picked; then clear the
         cells of the draft tokens that were not kept."""
@@ -466,10 +499,9 @@ class Worker:
             kept += 1  # its cell (computed in this decode) holds the token just sampled
             seq.n_computed += 1
         self.runner.clear(item.slot, item.start + 1 + kept)
-        act.policy.update(len(draft), kept)
-        self.acceptance.add(tried_tokens(len(draft), kept), kept)
         self.drafted += len(draft)
         self.accepted += kept
+        return kept
 
     def _announce(self, items: list[BatchItem]) -> None:
         """Report the requests this step starts computing, before anything can crash."""

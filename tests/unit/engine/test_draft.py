@@ -8,14 +8,13 @@ import pytest
 
 from ggufd.engine.draft import (
     MAX_DRAFT,
-    PRIOR_RATE,
-    Acceptance,
     NGRAM_MAX,
+    RETRY_STEPS,
     START_DRAFT,
     DraftPolicy,
+    Evidence,
     NgramDrafter,
     StepCost,
-    best_length,
 )
 
 
@@ -81,28 +80,55 @@ def test_policy_grows_on_success_and_shrinks_on_failure() -> None:
     assert (p.drafted, p.accepted) > (0, 0)
 
 
-def cost_of(ms_first: float, ms_more: float) -> StepCost:
-    """Steps of 1..24 tokens: the first token costs ms_first, each other ms_more."""
-    c = StepCost()
-    for n in range(1, 25):
-        c.add(n, (ms_first + ms_more * (n - 1)) / 1000)
-    return c
+PLAIN = 0.010  # seconds per token of a plain decode
 
 
-def test_best_length_weighs_acceptance_against_cost() -> None:
-    cheap = cost_of(10.0, 0.2)  # a GPU: drafted tokens nearly free
-    dear = cost_of(10.0, 5.0)  # a small CPU: half a decode each
-    # Nearly free: draft long even at middling acceptance.
-    assert best_length(0.5, 16, 1, cheap) >= 4
-    assert best_length(0.95, 16, 1, cheap) == 16
-    # Dear: pays only when drafts are mostly right, and then not as long.
-    assert best_length(0.3, 16, 1, dear) == 0
-    assert best_length(0.5, 16, 1, dear) == 0
-    assert 0 < best_length(0.95, 16, 1, dear) <= 16
-    # Many sequences in the step already: the same draft pays less.
-    assert best_length(0.8, 16, 8, dear) <= best_length(0.8, 16, 1, dear)
-    # Nothing measured yet: a first try.
-    assert best_length(0.5, 16, 1, StepCost()) == START_DRAFT
+def test_auto_drafts_while_kept_tokens_cost_less_than_plain_ones() -> None:
+    p = DraftPolicy("auto")
+    assert p.want(16, PLAIN) == START_DRAFT  # no evidence yet: try
+    for _ in range(5):  # each draft of 4 added 12 ms and kept 4: 3 ms per kept token
+        p.update(4, 4, 0.012, PLAIN)
+    assert p.pays(PLAIN)
+    assert p.want(16, PLAIN) == MAX_DRAFT  # (and wholly kept drafts grow)
+    q = DraftPolicy("auto")
+    for _ in range(5):  # each added 12 ms and kept 1: 12 ms per kept token
+        q.update(4, 1, 0.012, PLAIN)
+    assert not q.pays(PLAIN)
+    assert q.want(16, PLAIN) == 0
+    # On a machine where a plain decode is slower, the same drafts pay.
+    assert q.pays(0.020)
+
+
+def test_auto_retries_with_growing_waits_and_ngram_never_waits() -> None:
+    p = DraftPolicy("auto")
+    for _ in range(5):
+        p.update(4, 0, 0.010, PLAIN)
+    waits = []
+    for _ in range(3):
+        n = 0
+        while p.want(16, PLAIN) == 0:
+            n += 1
+        waits.append(n)
+        p.update(1, 0, 0.005, PLAIN)  # the retry failed too
+    assert waits == [RETRY_STEPS - 1, 2 * RETRY_STEPS - 1, 4 * RETRY_STEPS - 1]
+    # A retry that pays again resets the wait.
+    for _ in range(30):
+        p.update(4, 4, 0.004, PLAIN)
+    assert p.retry_after == RETRY_STEPS and p.want(16, PLAIN) > 0
+    r = DraftPolicy("ngram")
+    for _ in range(5):
+        r.update(4, 0, 0.010, PLAIN)
+    assert r.want(16, PLAIN) == 1
+
+
+def test_a_new_sequence_starts_from_the_worker_s_evidence() -> None:
+    prose, code = Evidence(), Evidence()
+    for _ in range(30):
+        prose.add(0.010, 0, 0.98)
+        code.add(0.010, 8, 0.98)
+    assert DraftPolicy.starting_from("auto", prose).want(16, PLAIN) == 0
+    assert DraftPolicy.starting_from("auto", code).want(16, PLAIN) == START_DRAFT
+    assert Evidence().cost_per_token() is None
 
 
 def test_step_cost_interpolates_and_extrapolates() -> None:
@@ -114,45 +140,6 @@ def test_step_cost_interpolates_and_extrapolates() -> None:
     assert c.time(9) == pytest.approx(0.050)  # the slope of what is known
     c.add(1, 0.020)  # a moving average
     assert 0.010 < (c.time(1) or 0) < 0.020
-
-
-def test_auto_stops_where_drafts_fail_and_retries_later() -> None:
-    dear = cost_of(10.0, 5.0)
-    p = DraftPolicy("auto")
-    for _ in range(8):  # drafts of 4, the first token wrong each time
-        p.update(4, 0)
-    assert p.rate() < 0.25
-    assert p.want(16, 1, dear) == 0
-    # Without drafting, the evidence fades and drafting is tried again.
-    waited = 0
-    while p.want(16, 1, dear) == 0:
-        waited += 1
-        assert waited < 1000
-    assert waited > 20
-    # Drafts that are wholly kept keep it drafting, and long.
-    q = DraftPolicy("auto")
-    for _ in range(8):
-        q.update(8, 8)
-    assert q.rate() > 0.9
-    assert q.want(16, 1, dear) > 4
-    # ngram mode drafts regardless of cost.
-    r = DraftPolicy("ngram")
-    for _ in range(8):
-        r.update(4, 0)
-    assert r.want(16, 1, dear) == 1
-
-
-def test_a_new_sequence_starts_from_the_worker_s_recent_rate() -> None:
-    dear = cost_of(10.0, 5.0)
-    prose, code = Acceptance(), Acceptance()
-    assert prose.rate() == PRIOR_RATE
-    for _ in range(30):
-        prose.add(2, 0)  # the first draft token wrong
-        code.add(8, 8)
-    assert prose.rate() < 0.1 < 0.9 < code.rate()
-    # (a new sequence has no drafts of its own yet)
-    assert DraftPolicy("auto").want(16, 1, dear, prose.rate()) == 0
-    assert DraftPolicy("auto").want(16, 1, dear, code.rate()) > 4
 
 
 def test_off_never_drafts() -> None:
