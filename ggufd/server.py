@@ -13,13 +13,16 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from ggufd.api.app import create_app
+from ggufd.api.status import leave_grace
 from ggufd.engine.client import EngineClient
 from ggufd.engine.protocol import Engine
 from ggufd.engine.types import WorkerConfig
@@ -169,6 +172,33 @@ def listen_sockets(hosts: list[str], port: int) -> list[socket.socket] | None:
     return bound
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving a load balancer's pool before it stops: on the first stop
+    signal /health answers 503 at once, and if something has been probing /health, new
+    requests are still served for two of its probe intervals (at most 5 s), so a proxy
+    such as Caddy takes this replica out before its listener closes; then uvicorn's
+    graceful shutdown (running requests finish, at most --drain_timeout_s)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.app: Any = None  # the FastAPI app (its state carries `leaving`), set once made
+        self._leaving = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._leaving:  # (a second signal: as uvicorn, at once)
+            super().handle_exit(sig, frame)
+            return
+        self._leaving = True
+        self.app.state.leaving = True
+        grace = leave_grace(self.app.state)
+        if grace <= 0:
+            super().handle_exit(sig, frame)
+            return
+        timer = threading.Timer(grace, super().handle_exit, (sig, frame))
+        timer.daemon = True
+        timer.start()
+
+
 def _after_drain(signum: int, frame: FrameType | None) -> None:
     """uvicorn re-raises the stop signal after its graceful shutdown; that is no error."""
 
@@ -196,13 +226,14 @@ def serve(
         ssl_keyfile=settings.ssl_keyfile,
         ssl_certfile=settings.ssl_certfile,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     def on_load_failed(message: str) -> None:
         failure.append(message)
         server.should_exit = True
 
     app = create_app(pool, settings, on_load_failed)
+    server.app = app
     app.state.reloader = reloader
     config.app = app
     scheme = "https" if settings.ssl_certfile else "http"

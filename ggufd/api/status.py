@@ -72,9 +72,37 @@ def model_card(m: PooledModel) -> dict[str, Any]:
     return card
 
 
+PROBE_MEMORY_S = 10.0  # a /health probe this recent means a load balancer is watching
+
+
+def note_probe(state: Any) -> None:
+    """Remember when /health was asked and how often (a moving average of the gaps)."""
+    now = time.monotonic()
+    last = getattr(state, "last_probe", None)
+    if last is not None and now - last < PROBE_MEMORY_S:
+        gap, avg = now - last, getattr(state, "probe_interval", None)
+        state.probe_interval = gap if avg is None else 0.7 * avg + 0.3 * gap
+    state.last_probe = now
+
+
+def leave_grace(state: Any, cap: float = 5.0) -> float:
+    """Seconds to keep serving after a stop signal, with /health already 503, so that
+    whatever has been probing /health (Caddy's health checks) sees it and stops sending
+    requests here before the listener closes: two probe intervals, at most `cap`; 0 when
+    nothing probed lately."""
+    last = getattr(state, "last_probe", None)
+    if last is None or time.monotonic() - last > PROBE_MEMORY_S:
+        return 0.0
+    return min(cap, 2 * (getattr(state, "probe_interval", None) or 1.0) + 0.25)
+
+
 @router.get("/health", tags=["server"], responses=docs.HEALTH)
 async def health(request: Request) -> JSONResponse:
-    """200 when the server can serve; 503 while a model it must serve is loading or down."""
+    """200 when the server can serve; 503 while a model it must serve is loading or down,
+    and from the moment it is told to stop (SIGTERM), so a load balancer takes it out."""
+    note_probe(request.app.state)
+    if getattr(request.app.state, "leaving", False):
+        raise ModelUnavailable("ggufd is shutting down: it finishes its running requests")
     pool = _pool(request)
     preloaded = pool.preloaded()
     for m in pool.models:

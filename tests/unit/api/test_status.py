@@ -95,3 +95,30 @@ def test_model_cards(tmp_path: Path) -> None:
         assert a["meta"]["offload"]["of"] == 31 and a["load_seconds"] >= 0
         missing = client.get("/v1/models/nope")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_stopping_server_leaves_its_load_balancer_first(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ggufd.api.status import leave_grace, note_probe
+
+    app, _ = app_with(tmp_path, {"model_alias": "local"})
+    with TestClient(app) as client:
+        assert leave_grace(app.state) == 0.0  # nothing has probed /health
+        assert client.get("/health").status_code == 200
+        assert leave_grace(app.state) > 0  # (someone is watching)
+        app.state.leaving = True  # what the server's stop-signal handler sets
+        r = client.get("/health")
+        assert r.status_code == 503
+        assert "shutting down" in r.json()["error"]["message"]
+        # Requests are still served meanwhile.
+        assert client.get("/v1/models").status_code == 200
+    # Nothing probing: no grace. Probes every 0.2 s: two intervals and a quarter second.
+    quiet = SimpleNamespace()
+    assert leave_grace(quiet) == 0.0
+    watched = SimpleNamespace(last_probe=None)
+    note_probe(watched)
+    watched.probe_interval = 0.2
+    assert abs(leave_grace(watched) - 0.65) < 1e-9
+    watched.probe_interval = 30.0
+    assert leave_grace(watched) == 5.0  # at most 5 s
