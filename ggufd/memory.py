@@ -124,3 +124,14 @@ def default_budget_mb() -> int:
         return min(DEFAULT_CAP_MB, int(pages / 2**20 * DEFAULT_SHARE))
     except (OSError, ValueError):
         return 0
+
+
+DEFAULT_MEMORY_SHARE = 0.8  # of the machine's RAM for loaded models, without --max_memory_mb
+
+
+def memory_budget(max_memory_mb: int | None) -> int | None:
+    """Bytes the pool may spend on loaded models: --max_memory_mb, else 80% of the RAM
+    (None when that cannot be read)."""
+    if max_memory_mb:
+        return max_memory_mb * MIB
+    return int(total_ram() * DEFAULT_MEMORY_SHARE) or None

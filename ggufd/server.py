@@ -26,7 +26,7 @@ from ggufd.api.status import leave_grace
 from ggufd.engine.client import EngineClient
 from ggufd.engine.protocol import Engine
 from ggufd.engine.types import WorkerConfig
-from ggufd.memory import MIB, default_budget_mb, total_ram
+from ggufd.memory import default_budget_mb, memory_budget
 from ggufd.pool import ModelPool, ServiceFactory
 from ggufd.serving.model import ModelService
 from ggufd.settings import ModelSettings, ServerSettings, physical_cores
@@ -96,12 +96,11 @@ def service_factory(verbose: bool, make_engine: EngineFactory | None = None) -> 
 
 
 def build_pool(settings: ServerSettings, entries: list[ModelSettings]) -> ModelPool:
-    budget = settings.max_memory_mb * MIB if settings.max_memory_mb else int(total_ram() * 0.8)
     return ModelPool(
         entries,
         service_factory(settings.verbose),
         max_loaded=settings.max_loaded_models,
-        max_memory_bytes=budget or None,
+        max_memory_bytes=memory_budget(settings.max_memory_mb),
     )
 
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from ggufd.api import docs
 from ggufd.api.errors import APIError
 from ggufd.gguf import ModelFileError
-from ggufd.memory import MIB
+from ggufd.memory import memory_budget
 from ggufd.pool import ModelPool
 from ggufd.settings import ModelSettings, ServerSettings, SettingsError
 
@@ -46,8 +46,7 @@ async def reload_config(app: FastAPI) -> dict[str, Any]:
         old: ServerSettings = app.state.settings
         pool: ModelPool = app.state.pool
         pool.max_loaded = settings.max_loaded_models
-        if settings.max_memory_mb:
-            pool.max_memory_bytes = settings.max_memory_mb * MIB
+        pool.max_memory_bytes = memory_budget(settings.max_memory_mb)  # (unset: the default)
         report: dict[str, Any] = await pool.reconfigure(entries)
         keys = getattr(app.state, "api_keys", None)
         if keys is not None:
