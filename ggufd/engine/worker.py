@@ -26,13 +26,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import TypeVar
 
 from ggufd.engine import messages as M
 from ggufd.engine.detokenizer import Detokenizer
 from ggufd.engine.disk_cache import MIN_TOKENS, DiskCache, cache_key
+from ggufd.engine.disk_cache import Entry as DiskEntry
 from ggufd.engine.draft import GLOBAL_DECAY, DraftPolicy, Evidence, NgramDrafter, StepCost
 from ggufd.engine.embedder import Embedder
-from ggufd.engine.ram_cache import RamCache
+from ggufd.engine.ram_cache import Entry, RamCache
 from ggufd.engine.runner import DecodeError, LoadError, Runner
 from ggufd.engine.sampling import GrammarError, Sampler, log_softmax, top_logprobs
 from ggufd.engine.scheduler import (
@@ -62,6 +64,7 @@ from ggufd.engine.types import (
 )
 
 log = logging.getLogger("ggufd.engine")
+E = TypeVar("E")  # a kept cache entry (RAM or disk)
 
 # Steps in a row with requests pending but nothing to decode before they are failed.
 STALL_LIMIT = 1000
@@ -303,20 +306,14 @@ class Worker:
         A slot that a waiting request would continue (its best prefix) is not taken for
         another's restore; and each slot takes at most one restore per step."""
         version = self.ram.version
-        taken: set[int] = set()
-        plans = []
-        for seq in self.sched.waiting:
-            if seq.prompt_logits:
-                continue
-            have, holder = self._best_slot(seq)
-            entry, n = (None, 0)
-            if self._ram_checked.get(seq.request_id) != version:
-                self._ram_checked[seq.request_id] = version
-                entry, n = self.ram.best(seq.tokens)
-            if entry is not None and n >= have + MIN_TOKENS:
-                plans.append((seq, entry))
-            elif have >= MIN_TOKENS:
-                taken.add(holder)
+
+        def lookup(seq: Sequence) -> tuple[Entry | None, int]:
+            if self._ram_checked.get(seq.request_id) == version:
+                return None, 0
+            self._ram_checked[seq.request_id] = version
+            return self.ram.best(seq.tokens)
+
+        plans, taken = self._restore_plans(lookup)
         for seq, entry in plans:
             if entry not in self.ram.entries:  # (dropped for room by a park just now)
                 continue
@@ -335,6 +332,25 @@ class Worker:
             self.ram.restores += 1
             self.sched.adopt(slot.id, tokens)
 
+    def _restore_plans(
+        self, lookup: Callable[[Sequence], tuple[E | None, int]]
+    ) -> tuple[list[tuple[Sequence, E]], set[int]]:
+        """Which waiting requests should get a kept cache (`lookup`: the best entry for a
+        request and the prefix it shares, or None), and the slots that are not to be
+        taken for a restore: those a waiting request would continue (its best prefix)."""
+        taken: set[int] = set()
+        plans: list[tuple[Sequence, E]] = []
+        for seq in self.sched.waiting:
+            if seq.prompt_logits:
+                continue
+            have, holder = self._best_slot(seq)
+            entry, n = lookup(seq)
+            if entry is not None and n >= have + MIN_TOKENS:
+                plans.append((seq, entry))
+            elif have >= MIN_TOKENS:
+                taken.add(holder)
+        return plans, taken
+
     def _best_slot(self, seq: Sequence) -> tuple[int, int]:
         """(the longest prefix of seq a slot holds, that slot)."""
         return max((common_prefix(s.known, seq.tokens), s.id) for s in self.sched.slots)
@@ -352,21 +368,16 @@ class Worker:
     def _restore(self) -> None:
         """Load a saved cache for waiting requests whose prefix is on disk, not in a slot
         (the same rules as the RAM tier's restores)."""
-        assert self.disk is not None
-        taken: set[int] = set()
-        plans = []
-        for seq in self.sched.waiting:
-            if seq.prompt_logits:
-                continue
-            have, holder = self._best_slot(seq)
-            entry, n = (None, 0)
-            if seq.request_id not in self._disk_checked:
-                self._disk_checked.add(seq.request_id)
-                entry, n = self.disk.best(seq.tokens)
-            if entry is not None and n >= have + MIN_TOKENS:
-                plans.append((seq, entry))
-            elif have >= MIN_TOKENS:
-                taken.add(holder)
+        disk = self.disk
+        assert disk is not None
+
+        def lookup(seq: Sequence) -> tuple[DiskEntry | None, int]:
+            if seq.request_id in self._disk_checked:
+                return None, 0
+            self._disk_checked.add(seq.request_id)
+            return disk.best(seq.tokens)
+
+        plans, taken = self._restore_plans(lookup)
         for seq, entry in plans:
             slot = self.sched.slot_for_restore(
                 max(len(seq.tokens), len(entry.tokens)), frozenset(taken)
