@@ -149,18 +149,35 @@ _SSE_EVENT = {
 _SSE = {"text/event-stream": {"schema": _SSE_EVENT}}
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: {"model": ErrorBody, "description": _ERRORS[c]} for c in codes}
+# What every API's docs module builds its routes' `responses` from.
+Responses = dict[int | str, dict[str, Any]]
+GENERATE_ERRORS = (400, 401, 404, 413, 422, 500, 503, 504)  # a route that runs the model
 
 
-def _ok(model: type[BaseModel], description: str, stream: bool = False) -> dict[str, Any]:
+def error_responses(model: Any, descriptions: dict[int, str], *codes: int) -> Responses:
+    """These error statuses, each with the API's error body and its description."""
+    return {c: {"model": model, "description": descriptions[c]} for c in codes}
+
+
+def ok_response(
+    model: Any, description: str, stream: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A 200 answer; with `stream`, also the media type of its streamed form."""
     ok: dict[str, Any] = {"model": model, "description": description}
-    if stream:
-        ok["content"] = dict(_SSE)
+    if stream is not None:
+        ok["content"] = dict(stream)
     return ok
 
 
-_GENERATE = (400, 401, 404, 413, 422, 500, 503, 504)
+def _errors(*codes: int) -> Responses:
+    return error_responses(ErrorBody, _ERRORS, *codes)
+
+
+def _ok(model: type[BaseModel], description: str, stream: bool = False) -> dict[str, Any]:
+    return ok_response(model, description, _SSE if stream else None)
+
+
+_GENERATE = GENERATE_ERRORS
 
 CHAT: dict[int | str, dict[str, Any]] = {
     200: _ok(ChatCompletion, "The reply; with `stream`, server-sent chunks", stream=True),

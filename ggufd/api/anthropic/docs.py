@@ -8,11 +8,12 @@ these only describe them in ``/openapi.json``, for clients and API fuzzers
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ggufd.api.anthropic.errors import OVERLOADED
+from ggufd.api.docs import Responses, error_responses
 
 
 class _Doc(BaseModel):
@@ -71,9 +72,7 @@ _ERRORS = {
     "restarting; see Retry-After",
 }
 # (stands in for FastAPI's 422 for a body that does not validate: these routes answer 400)
-_OTHER: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": AnthropicError, "description": "Any other client error"}
-}
+_OTHER: Responses = {"4XX": {"model": AnthropicError, "description": "Any other client error"}}
 # Open API 3.1: the schema of an event stream describes each event.
 _SSE = {
     "text/event-stream": {
@@ -94,11 +93,9 @@ _SSE = {
 }
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: {"model": AnthropicError, "description": _ERRORS[c]} for c in codes}
+def _errors(*codes: int) -> Responses:
+    return error_responses(AnthropicError, _ERRORS, *codes)
 
-
-Responses = dict[int | str, dict[str, Any]]
 
 MESSAGES: Responses = {
     200: {

@@ -13,7 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ggufd.api.docs import ErrorBody
+from ggufd.api.docs import (
+    GENERATE_ERRORS,
+    ErrorBody,
+    Responses,
+    error_responses,
+    ok_response,
+)
 
 
 class _Doc(BaseModel):
@@ -129,11 +135,9 @@ _SSE = {
     }
 }
 
-Responses = dict[int | str, dict[str, Any]]
-
 
 def _errors(*codes: int, model: type[BaseModel] = LlamaError) -> Responses:
-    return {c: {"model": model, "description": _ERRORS[c]} for c in codes}
+    return error_responses(model, _ERRORS, *codes)
 
 
 def _other(model: type[BaseModel] = LlamaError) -> Responses:
@@ -142,13 +146,10 @@ def _other(model: type[BaseModel] = LlamaError) -> Responses:
 
 
 def _ok(model: Any, description: str, stream: bool = False) -> dict[str, Any]:
-    ok: dict[str, Any] = {"model": model, "description": description}
-    if stream:
-        ok["content"] = dict(_SSE)
-    return ok
+    return ok_response(model, description, _SSE if stream else None)
 
 
-_GENERATE = (400, 401, 404, 413, 422, 500, 503, 504)
+_GENERATE = GENERATE_ERRORS
 _QUERY = (400, 401, 404, 413, 500, 503)  # tokenizer and template: no generation
 
 COMPLETION: Responses = {

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ggufd.api.docs import GENERATE_ERRORS, Responses, error_responses, ok_response
+
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -95,20 +97,15 @@ _NDJSON = {
 }
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: {"model": OllamaError, "description": _ERRORS[c]} for c in codes}
+def _errors(*codes: int) -> Responses:
+    return error_responses(OllamaError, _ERRORS, *codes)
 
 
 def _ok(model: type[BaseModel], description: str, stream: bool = False) -> dict[str, Any]:
-    ok: dict[str, Any] = {"model": model, "description": description}
-    if stream:
-        ok["content"] = dict(_NDJSON)
-    return ok
+    return ok_response(model, description, _NDJSON if stream else None)
 
 
-_GENERATE = (400, 401, 404, 413, 422, 500, 503, 504)
-
-Responses = dict[int | str, dict[str, Any]]
+_GENERATE = GENERATE_ERRORS
 
 CHAT: Responses = {
     200: _ok(ChatResponse, "The reply; streamed as NDJSON unless stream is false", True),

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ggufd.api.docs import ErrorBody
+from ggufd.api.docs import ErrorBody, Responses, error_responses
 
 
 class _Doc(BaseModel):
@@ -91,11 +91,9 @@ _SSE = {
 }
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: {"model": ErrorBody, "description": _ERRORS[c]} for c in codes}
+def _errors(*codes: int) -> Responses:
+    return error_responses(ErrorBody, _ERRORS, *codes)
 
-
-Responses = dict[int | str, dict[str, Any]]
 
 CREATE: Responses = {
     200: {
