@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from ggufd.api.anthropic import docs as D
 from ggufd.engine.protocol import EngineState
+from tests.support.openapi import ref
 from tests.unit.api.anthropic.conftest import MakeClient
 
 BODY: dict[str, Any] = {
@@ -25,10 +26,6 @@ def spec(make_client: MakeClient) -> dict[str, Any]:
     client, _ = make_client()
     result: dict[str, Any] = client.app.openapi()  # type: ignore[attr-defined]
     return result
-
-
-def ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 @pytest.mark.parametrize(

@@ -11,21 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, TypeAdapter
 
-from ggufd.api.app import create_app
 from ggufd.api.docs import ErrorBody
 from ggufd.api.llama_server import docs as D
-from ggufd.pool import ModelPool
-from ggufd.server import service_factory
-from ggufd.settings import ModelSettings, ServerSettings
-from tests.support.fakes import FakeEngine, reply_script
+from ggufd.settings import ModelSettings
+from tests.support.openapi import answers, app_on_fake_engine, ref
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     path = tmp_path_factory.mktemp("llama-docs") / "m.gguf"
     entries = [ModelSettings(model=str(path), model_alias="local")]
-    engine = service_factory(False, lambda _: FakeEngine(script=reply_script("Hel", "lo")))
-    with TestClient(create_app(ModelPool(entries, engine), ServerSettings())) as c:
+    with TestClient(app_on_fake_engine(entries)) as c:
         yield c
 
 
@@ -33,15 +29,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 def spec(client: TestClient) -> dict[str, Any]:
     result: dict[str, Any] = client.get("/openapi.json").json()
     return result
-
-
-def ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def answer(spec: dict[str, Any], path: str, method: str = "post") -> dict[str, Any]:
-    out: dict[str, Any] = spec["paths"][path][method]["responses"]
-    return out
 
 
 GENERATE = {"200", "400", "401", "404", "413", "422", "500", "503", "504"}
@@ -67,7 +54,7 @@ QUERY = {"200", "400", "401", "404", "413", "500", "503", "4XX"}
 def test_statuses_and_error_bodies(
     spec: dict[str, Any], path: str, method: str, statuses: set[str], error: type[BaseModel]
 ) -> None:
-    declared = answer(spec, path, method)
+    declared = answers(spec, path, method)
     assert set(declared) == statuses
     for status, body in declared.items():
         if status != "200":
@@ -90,12 +77,12 @@ def test_statuses_and_error_bodies(
 def test_answer_models(
     spec: dict[str, Any], path: str, method: str, model: type[BaseModel]
 ) -> None:
-    assert answer(spec, path, method)["200"]["content"]["application/json"]["schema"] == ref(model)
+    assert answers(spec, path, method)["200"]["content"]["application/json"]["schema"] == ref(model)
 
 
 def test_list_and_either_answers(spec: dict[str, Any]) -> None:
     def schema(path: str, method: str = "post") -> dict[str, Any]:
-        out: dict[str, Any] = answer(spec, path, method)["200"]["content"]["application/json"]
+        out: dict[str, Any] = answers(spec, path, method)["200"]["content"]["application/json"]
         return out["schema"]
 
     assert schema("/embedding")["items"] == ref(D.TokenVectors)
@@ -107,14 +94,14 @@ def test_list_and_either_answers(spec: dict[str, Any]) -> None:
 
 def test_only_generation_streams(spec: dict[str, Any]) -> None:
     for path in ("/completion", "/infill"):
-        assert "text/event-stream" in answer(spec, path)["200"]["content"]
+        assert "text/event-stream" in answers(spec, path)["200"]["content"]
     for path in ("/tokenize", "/embedding", "/extras/tokenize"):
-        assert "text/event-stream" not in answer(spec, path)["200"]["content"]
+        assert "text/event-stream" not in answers(spec, path)["200"]["content"]
 
 
 def test_refused_routes_document_only_their_refusal(spec: dict[str, Any]) -> None:
     for path in ("/props", "/slots/{slot_id}"):
-        declared = answer(spec, path, "post")
+        declared = answers(spec, path, "post")
         assert "200" not in declared and {"501", "401", "413", "4XX"} <= set(declared)
         assert declared["501"]["content"]["application/json"]["schema"] == ref(D.LlamaError)
 

@@ -12,12 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from ggufd.api.app import create_app
 from ggufd.api.ollama import docs as D
-from ggufd.pool import ModelPool
-from ggufd.server import service_factory
-from ggufd.settings import ModelSettings, ServerSettings
-from tests.support.fakes import FakeEngine, reply_script
+from ggufd.settings import ModelSettings
+from tests.support.openapi import answers, app_on_fake_engine
 from tests.unit.test_gguf import build_gguf
 
 META = {
@@ -36,8 +33,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         path = folder / f"{name}.gguf"
         path.write_bytes(build_gguf(META, [("w", [32, 4], 0)]))
         entries.append(ModelSettings(model=str(path), model_alias=name))
-    engine = service_factory(False, lambda _: FakeEngine(script=reply_script("Hel", "lo")))
-    with TestClient(create_app(ModelPool(entries, engine), ServerSettings())) as c:
+    with TestClient(app_on_fake_engine(entries)) as c:
         yield c
 
 
@@ -52,11 +48,6 @@ def names(schema: dict[str, Any], model: type[BaseModel]) -> bool:
     another model has the same name)."""
     qualified = f"{model.__module__.replace('.', '__')}__{model.__name__}"
     return schema.get("$ref") in {f"#/components/schemas/{n}" for n in (model.__name__, qualified)}
-
-
-def responses(spec: dict[str, Any], path: str, method: str = "post") -> dict[str, Any]:
-    out: dict[str, Any] = spec["paths"][path][method]["responses"]
-    return out
 
 
 @pytest.mark.parametrize(
@@ -75,7 +66,7 @@ def responses(spec: dict[str, Any], path: str, method: str = "post") -> dict[str
 def test_each_route_declares_its_answer_and_errors(
     spec: dict[str, Any], path: str, method: str, model: type[BaseModel], statuses: set[str]
 ) -> None:
-    declared = responses(spec, path, method)
+    declared = answers(spec, path, method)
     assert set(declared) == statuses
     assert names(declared["200"]["content"]["application/json"]["schema"], model)
     for status, answer in declared.items():
@@ -86,9 +77,9 @@ def test_each_route_declares_its_answer_and_errors(
 
 def test_only_generation_streams_ndjson(spec: dict[str, Any]) -> None:
     for path in ("/api/chat", "/api/generate"):
-        assert "application/x-ndjson" in responses(spec, path)["200"]["content"]
+        assert "application/x-ndjson" in answers(spec, path)["200"]["content"]
     for path in ("/api/embed", "/api/show"):
-        assert set(responses(spec, path)["200"]["content"]) == {"application/json"}
+        assert set(answers(spec, path)["200"]["content"]) == {"application/json"}
 
 
 def test_refused_routes_are_left_out(spec: dict[str, Any]) -> None:

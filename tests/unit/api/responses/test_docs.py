@@ -11,21 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from ggufd.api.app import create_app
 from ggufd.api.docs import ErrorBody
 from ggufd.api.responses import docs as D
-from ggufd.pool import ModelPool
-from ggufd.server import service_factory
-from ggufd.settings import ModelSettings, ServerSettings
-from tests.support.fakes import FakeEngine, reply_script
+from ggufd.settings import ModelSettings
+from tests.support.openapi import app_on_fake_engine, ref
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     folder = tmp_path_factory.mktemp("responses-docs")
     entries = [ModelSettings(model=str(folder / f"{a}.gguf"), model_alias=a) for a in "ab"]
-    engine = service_factory(False, lambda _: FakeEngine(script=reply_script("Hel", "lo")))
-    with TestClient(create_app(ModelPool(entries, engine), ServerSettings())) as c:
+    with TestClient(app_on_fake_engine(entries)) as c:
         yield c
 
 
@@ -33,10 +29,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 def spec(client: TestClient) -> dict[str, Any]:
     result: dict[str, Any] = client.get("/openapi.json").json()
     return result
-
-
-def ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 @pytest.mark.parametrize(
