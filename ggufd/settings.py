@@ -59,6 +59,21 @@ def _coerce_bool(value: Any) -> Any:
 Bool = Annotated[bool, BeforeValidator(_coerce_bool)]
 
 
+def _on_off_auto(value: Any) -> Any:
+    """`auto`, or a boolean in any spelling (llama_cpp.server's `--flash_attn True`) as on/off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str) and value.strip().lower() != "auto":
+        try:
+            return "on" if parse_bool(value) else "off"
+        except ValueError:
+            return value  # (the Literal check names the choices)
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+OnOffAuto = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off_auto)]
+
+
 def _split_list(value: Any) -> Any:
     """A list setting given as one string (env var, llama_cpp.server's api_key): split on commas."""
     if isinstance(value, str):
@@ -189,10 +204,11 @@ class ModelFields(BaseModel):
         "output is unchanged. auto = on, paused for a sequence while its drafts keep "
         "failing; ngram = on; off.",
     )
-    flash_attn: Bool = Field(
-        default=False,
-        description="Use llama.cpp's flash attention (off: its CPU path miscomputes once "
-        "sequences wrap around the shared KV cache).",
+    flash_attn: OnOffAuto = Field(
+        default="auto",
+        description="llama.cpp's flash attention: auto = on where the device supports it "
+        "(as llama-server's default; on the CPU about 12% faster decoding), on, off (a "
+        "boolean is accepted as on/off).",
     )
     prompt_cache: Bool = Field(
         default=True,

@@ -37,8 +37,8 @@ def _context(model: object, n_ctx: int, n_seq: int, threads: int) -> object:
     p.n_seq_max, p.kv_unified = n_seq, True
     p.n_threads = p.n_threads_batch = threads
     p.no_perf = True
-    # The same attention path as ggufd's default (flash attention off; see README.md).
-    p.flash_attn_type = int(lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    # The same attention path as ggufd's default (flash attention auto: on, on the CPU).
+    p.flash_attn_type = int(lc.LLAMA_FLASH_ATTN_TYPE_AUTO)
     return lc.llama_init_from_model(model, p)
 
 

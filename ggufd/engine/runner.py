@@ -135,6 +135,16 @@ def _split(
     return tuple((g.label, where.count(i)) for i, g in enumerate(gpus))
 
 
+# --flash_attn -> llama.cpp's flash_attn_type. With auto, llama.cpp turns it on where the
+# device runs it (the CPU does). Where a token's cells land in the unified KV cache changes
+# its logits by rounding with and without flash attention alike (README.md, Numerics).
+FLASH_ATTN = {
+    "auto": int(lc.LLAMA_FLASH_ATTN_TYPE_AUTO),
+    "on": int(lc.LLAMA_FLASH_ATTN_TYPE_ENABLED),
+    "off": int(lc.LLAMA_FLASH_ATTN_TYPE_DISABLED),
+}
+
+
 class Runner:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
@@ -233,11 +243,7 @@ class Runner:
         p.kv_unified = True
         p.embeddings = embeddings
         p.no_perf = True
-        # Flash attention stays off unless asked for: llama.cpp's CPU flash-attention path
-        # gives wrong logits (off by >1.0) once a sequence's cells wrap around the unified
-        # KV cache out of position order, which continuous batching does all the time.
-        fa_on = int(lc.LLAMA_FLASH_ATTN_TYPE_ENABLED)
-        p.flash_attn_type = fa_on if self.cfg.flash_attn else int(lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        p.flash_attn_type = FLASH_ATTN[self.cfg.flash_attn]
         if embeddings:
             p.pooling_type = self._pooling_type()
         ctx = lc.llama_init_from_model(self.model, p)

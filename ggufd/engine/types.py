@@ -256,7 +256,7 @@ class WorkerConfig:
     embeddings: bool = True
     pooling: str | None = None  # mean, cls, last or none; None: the model's own
     repack: str = "auto"  # auto, on, off (see engine/cpu.py)
-    flash_attn: bool = False
+    flash_attn: str = "auto"  # auto (llama.cpp decides per device), on, off
     # Reuse cached prompt prefixes across requests (and share them between slots).
     prompt_cache: bool = True
     # Bytes of host memory for idle slots' states (the RAM tier; 0: off), in MiB.

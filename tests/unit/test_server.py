@@ -68,7 +68,7 @@ def test_worker_config_carries_the_models_settings(
     assert (cfg.n_threads, cfg.n_batch, cfg.parallel, cfg.seed) == (3, 128, 2, 7)
     assert (cfg.verbose, cfg.flash_attn, cfg.pooling, cfg.repack, cfg.draft) == (
         True,
-        True,
+        "on",
         "cls",
         "off",
         "off",

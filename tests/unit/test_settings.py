@@ -93,6 +93,23 @@ def test_parse_bool_rejects_other_text() -> None:
         load_settings({"verbose": "maybe"})
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, "auto"), ("auto", "auto"), ("AUTO", "auto"), ("True", "on"), ("on", "on"),
+     ("1", "on"), (True, "on"), ("False", "off"), ("off", "off"), (False, "off")],
+)  # fmt: skip
+def test_flash_attn_is_auto_on_or_off_and_takes_booleans(given: Any, expected: str) -> None:
+    overrides = {} if given is None else {"flash_attn": given}
+    assert load_settings(overrides).flash_attn == expected
+    if isinstance(given, str):
+        assert parse_settings(["--flash_attn", given]).flash_attn == expected
+
+
+def test_flash_attn_rejects_other_text() -> None:
+    with pytest.raises(SettingsError, match="flash_attn"):
+        load_settings({"flash_attn": "sometimes"})
+
+
 def test_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GGUFD_PORT", "9001")
     monkeypatch.setenv("GGUFD_VERBOSE", "False")

@@ -47,7 +47,7 @@ def test_the_ggufd_command_is_valid_for_ggufd(prompt_cache: bool) -> None:
     assert (s.n_threads, s.parallel, s.n_ctx, s.n_batch) == (6, 3, 2048, 256)
     assert (s.prompt_cache, s.flash_attn, s.verbose, s.repack) == (
         prompt_cache,
-        False,
+        "off",
         False,
         "off",
     )
