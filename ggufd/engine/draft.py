@@ -3,7 +3,9 @@
 An agent's reply repeats its context: an edit rewrites most of a file it just read, a
 patch quotes the lines it changes. :class:`NgramDrafter` finds the latest earlier place
 where the sequence's last n tokens (n from NGRAM_MAX down to NGRAM_MIN) occurred and
-proposes the tokens that followed there. The worker decodes them with the sequence's
+proposes the tokens that followed there; while the reply goes on as that source did, it
+keeps following the same source (in a file of similar functions, the latest "if item >"
+is the previous function's, not the one being copied). The worker decodes them with the sequence's
 next token in one batch and keeps those its own sampler picks (see worker.py), so the
 output is what it would have been without drafts. :class:`DraftPolicy` sets each
 sequence's draft length from its runs of kept tokens and, in ``auto`` mode, drafts only
@@ -24,13 +26,20 @@ START_DRAFT = 4
 MODES = ("auto", "off", "ngram")
 
 
-class NgramDrafter:
-    """Where each n-gram of a token list last occurred, kept up to date as it grows."""
+FOLLOW_MAX = 256  # tokens a followed source may fall behind (drafting paused) and be checked
 
-    def __init__(self) -> None:
+
+class NgramDrafter:
+    """Where each n-gram of a token list last occurred, kept up to date as it grows; and
+    the source the last draft came from, followed for as long as the tokens match it."""
+
+    def __init__(self, follow: bool = True) -> None:
+        self.follow = follow
         self._reset()
 
     def _reset(self) -> None:
+        self._src: int | None = None  # where the last draft was read from
+        self._mark = 0  # the list's length then
         self._seen = 0  # tokens indexed so far
         # n-gram -> the position just after its latest occurrence (excluding the newest)
         self._last: dict[tuple[int, ...], int] = {}
@@ -56,18 +65,40 @@ class NgramDrafter:
         self._seen = n_tok
 
     def draft(self, tokens: Sequence[int], n: int) -> list[int]:
-        """Up to n tokens that followed the latest earlier occurrence of the longest
+        """Up to n tokens: what follows the last draft's source if the tokens since went
+        on as it did, else what followed the latest earlier occurrence of the longest
         suffix of `tokens` (NGRAM_MAX down to NGRAM_MIN tokens) seen before."""
         if len(tokens) < self._seen:  # (the list was cut: start over)
             self._reset()
         self._index(tokens)
         if n <= 0:
             return []
+        at = self._followed(tokens) if self.follow else None
+        if at is None:
+            at = self._lookup(tokens)
+        if at is None:
+            return []
+        self._src, self._mark = at, len(tokens)
+        return list(tokens[at : at + n])
+
+    def _followed(self, tokens: Sequence[int]) -> int | None:
+        """Where the last draft's source has got to, if the tokens since match it."""
+        if self._src is None:
+            return None
+        grown = len(tokens) - self._mark
+        at = self._src + grown
+        if grown > FOLLOW_MAX or at >= len(tokens):
+            return None
+        if list(tokens[self._src : at]) != list(tokens[self._mark :]):
+            return None
+        return at
+
+    def _lookup(self, tokens: Sequence[int]) -> int | None:
         for k in range(min(NGRAM_MAX, len(tokens)), NGRAM_MIN - 1, -1):
             at = self._last.get(tuple(tokens[len(tokens) - k :]))
             if at is not None:
-                return list(tokens[at : at + n])
-        return []
+                return at
+        return None
 
 
 class StepCost:
@@ -113,6 +144,7 @@ class StepCost:
 MARGIN = 0.05  # auto: a kept draft token must cost this much less than a plain one
 DECAY = 0.9  # per draft: the weight of a sequence's earlier drafts in its cost estimate
 RETRY_STEPS = 32  # auto: steps without drafting before the first retry (doubling after)
+RETRY_MAX = 256  # auto: the longest wait between retries
 INHERIT = 0.3  # the share of the worker's recent evidence a new sequence starts with
 GLOBAL_DECAY = 0.98  # per draft, for the worker's evidence over all sequences
 
@@ -145,7 +177,8 @@ class DraftPolicy:
     a match; ``auto`` only while drafts pay: while the time they add to the decodes, per
     draft token kept, is below what a plain decode takes per token (both measured here,
     so the judgement is this machine's and this text's). When they stop paying, drafting
-    is retried after 32 steps, then 64, 128..., so prose costs next to nothing."""
+    is retried after 32 steps, then 64, 128... (at most 256), so prose costs next to
+    nothing; a retry that is wholly kept starts the judgement afresh from itself."""
 
     mode: str = "auto"
     length: int = START_DRAFT
@@ -154,6 +187,7 @@ class DraftPolicy:
     evidence: Evidence = field(default_factory=Evidence)
     waited: int = 0  # steps without drafting since drafting stopped paying
     retry_after: int = RETRY_STEPS
+    retrying: bool = False  # the draft being verified is a retry after a wait
 
     @classmethod
     def starting_from(cls, mode: str, worker: Evidence) -> DraftPolicy:
@@ -175,7 +209,8 @@ class DraftPolicy:
             self.waited += 1
             if self.waited < self.retry_after:
                 return 0
-            self.waited, self.retry_after = 0, self.retry_after * 2
+            self.waited, self.retry_after = 0, min(RETRY_MAX, self.retry_after * 2)
+            self.retrying = True
         return min(room, self.length)
 
     def update(
@@ -193,7 +228,13 @@ class DraftPolicy:
             self.length = min(MAX_DRAFT, self.length * 2)
         else:
             self.length = max(1, accepted + 1)
+        retry, self.retrying = self.retrying, False
         if extra_s is not None:
-            self.evidence.add(extra_s, accepted, DECAY)
+            if retry and accepted == drafted:
+                # A retry wholly kept: the text has changed (a file being copied after
+                # prose), so it is judged from here on, not by the drafts that failed.
+                self.evidence = Evidence(extra_s, accepted)
+            else:
+                self.evidence.add(extra_s, accepted, DECAY)
             if self.pays(plain_s_per_token):
                 self.retry_after = RETRY_STEPS

@@ -9,6 +9,7 @@ import pytest
 from ggufd.engine.draft import (
     MAX_DRAFT,
     NGRAM_MAX,
+    RETRY_MAX,
     RETRY_STEPS,
     START_DRAFT,
     DraftPolicy,
@@ -57,7 +58,7 @@ def test_longest_match_wins_and_the_latest_occurrence() -> None:
 def test_incremental_growth_matches_a_fresh_lookup() -> None:
     rng = random.Random(4)
     tokens: list[int] = []
-    d = NgramDrafter()
+    d = NgramDrafter(follow=False)
     for _ in range(400):
         tokens.extend(rng.choice([[1], [2], [3], [1, 2], [4, 1, 2, 3]]))
         n = rng.randint(0, 6)
@@ -65,6 +66,29 @@ def test_incremental_growth_matches_a_fresh_lookup() -> None:
     # A shorter list (a new request's tokens) starts the index over.
     short = tokens[:50]
     assert d.draft(short, 3) == brute_force(short, 3)
+
+
+def test_a_followed_source_wins_over_a_later_occurrence() -> None:
+    # A file of two similar functions; the reply copies the first one. After "2 3 4 5"
+    # the latest occurrence is the second function's (then 9), but the reply is copying
+    # the first (then 6): following the source drafts the 6.
+    file = [1, 7, 2, 3, 4, 5, 6, 0, 1, 8, 2, 3, 4, 5, 9, 0]
+    d = NgramDrafter()
+    tokens = [*file, 1, 7]
+    assert d.draft(tokens, 3) == [2, 3, 4]  # "1 7" occurred once: the first function
+    tokens += [2, 3, 4, 5]  # the draft was kept, and the next token went on as the source
+    assert d.draft(tokens, 3) == [6, 0, 1]
+    plain = NgramDrafter(follow=False)
+    assert plain.draft([*file, 1, 7, 2, 3, 4, 5], 1) == [9]  # (the latest "2 3 4 5")
+
+
+def test_a_reply_that_leaves_its_source_goes_back_to_the_lookup() -> None:
+    d = NgramDrafter()
+    tokens = [4, 5, 6, 7, 8, 1, 9, 9, 9, 4, 5]
+    assert d.draft(tokens, 2) == [6, 7]
+    tokens += [6, 8, 1]  # the 6 kept, then the reply went its own way (8, not 7)
+    assert d.draft(tokens, 2) == brute_force(tokens, 2) == [9, 9]  # (after "8 1")
+    assert d.draft([*tokens, *range(100, 100 + 300)], 2) == []  # (nothing matches)
 
 
 def test_policy_grows_on_success_and_shrinks_on_failure() -> None:
@@ -111,6 +135,11 @@ def test_auto_retries_with_growing_waits_and_ngram_never_waits() -> None:
         waits.append(n)
         p.update(1, 0, 0.005, PLAIN)  # the retry failed too
     assert waits == [RETRY_STEPS - 1, 2 * RETRY_STEPS - 1, 4 * RETRY_STEPS - 1]
+    for _ in range(10):
+        while p.want(16, PLAIN) == 0:
+            pass
+        p.update(1, 0, 0.005, PLAIN)
+    assert p.retry_after == RETRY_MAX  # (the waits stop growing)
     # A retry that pays again resets the wait.
     for _ in range(30):
         p.update(4, 4, 0.004, PLAIN)
@@ -119,6 +148,23 @@ def test_auto_retries_with_growing_waits_and_ngram_never_waits() -> None:
     for _ in range(5):
         r.update(4, 0, 0.010, PLAIN)
     assert r.want(16, PLAIN) == 1
+
+
+def test_a_retry_wholly_kept_starts_the_judgement_afresh() -> None:
+    p = DraftPolicy("auto")
+    for _ in range(20):
+        p.update(4, 0, 0.010, PLAIN)  # prose: drafts that never pay
+    waited = 0
+    while p.want(16, PLAIN) == 0:
+        waited += 1
+    assert waited == RETRY_STEPS - 1
+    p.update(1, 1, 0.004, PLAIN)  # the retry was kept: a file is being copied
+    assert p.pays(PLAIN) and p.want(16, PLAIN) == 2
+    q = DraftPolicy("auto")
+    for _ in range(20):
+        q.update(4, 0, 0.010, PLAIN)
+    q.update(1, 1, 0.004, PLAIN)  # kept, but not a retry: one good draft among bad ones
+    assert not q.pays(PLAIN)
 
 
 def test_a_new_sequence_starts_from_the_worker_s_evidence() -> None:
