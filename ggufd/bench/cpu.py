@@ -17,14 +17,14 @@ Workloads, each on a server started for it:
               same server's unconstrained reply
   idle cache  decode tokens per second of short requests after a 6,000-token
               conversation stays cached, against the same requests before it
-  agent       (a) code edit: a 150-line file and the request to return it with one
-              change, greedy, 1 and 4 streams (prompts cached first): tokens per second;
-              ggufd also with --draft off, and the story decode with --draft auto and
-              off on two servers side by side, requests interleaved (medians of 3);
-              (b) turns: eight conversations over four slots sharing a 3,000-token
-              system prompt and tools, taking turns (three each): the TTFT of every turn
-              after a conversation's first, against the cold first turn; ggufd also with
-              --cache_ram_mb 0
+  edits       code edit: a 150-line file and, as a text completion, the start of the
+              same file with one change (cpu_agent.py), greedy, 1 and 4 streams (prompts
+              cached first): tokens per second; ggufd also with --draft off
+  agent       the story decode with ggufd's --draft auto and off on two servers side by
+              side, requests interleaved (medians of 3); turns: eight conversations over
+              four slots sharing a 3,000-token system prompt and tools, taking turns
+              (three each): the TTFT of every turn after a conversation's first, against
+              the cold first turn; ggufd also with --cache_ram_mb 0
 Both test models by default: SmolLM2 (Q4_1) and Gemma 3 270M (Q4_K_M, which repacks).
 Writes bench-results/cpu.json and prints a table with ggufd / llama-server ratios.
 """
@@ -36,150 +36,28 @@ import asyncio
 import itertools
 import json
 import os
-import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ggufd.bench.peers import LLAMA_SERVER, Server, free_port, start_process
-from ggufd.settings import default_model_path
-
-_TEXT = (
-    "the keeper of a lighthouse on a small island wrote each night in his log about ships "
-    "storms birds and the letters that came with the boat once a month he counted the oil "
-    "cleaned the lamp and listened to the radio for news from the mainland where his sister "
-    "lived with her children in a house near the harbour and the market and the old church"
+from ggufd.bench.cpu_agent import code_edit, common_prefix, edits_interleaved, turns
+from ggufd.bench.cpu_common import (
+    PEERS,
+    SCHEMA,
+    TOOL,
+    per_token_ms,
+    serve,
+    stream_chat,
+    text,
+    user,
 )
-WORDS = tuple(_TEXT.split(" "))
-
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 24},
-        "age": {"type": "integer"},
-        "city": {"type": "string", "maxLength": 24},
-        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
-    },
-    "required": ["name", "age", "city", "hobbies"],
-}
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 24},
-                "days": {"type": "integer"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "days", "unit"],
-        },
-    },
-}
-
-
-def text(seed: int, n_words: int) -> str:
-    """Distinct English-like text (the same for the same seed)."""
-    rng = random.Random(seed)
-    return " ".join(rng.choice(WORDS) for _ in range(n_words))
-
-
-# -- servers -------------------------------------------------------------------------------
-def ggufd_cmd(model: str, port: int, parallel: int, n_ctx: int, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "ggufd", "--model", model, "--host", "127.0.0.1"]
-    return [*cmd, "--port", str(port), "--parallel", str(parallel), "--n_ctx", str(n_ctx), *extra]
-
-
-def llama_server_cmd(
-    model: str, port: int, parallel: int, n_ctx: int, extra: list[str]
-) -> list[str]:
-    cmd = [str(LLAMA_SERVER), "-m", model, "--host", "127.0.0.1", "--port", str(port)]
-    return [*cmd, "-np", str(parallel), "-c", str(n_ctx), "--no-webui", *extra]
-
-
-PEERS: dict[str, tuple[str, list[str]]] = {
-    "ggufd": ("ggufd", []),
-    "llama_server": ("llama-server", []),
-    "llama_server_no_repack": ("llama-server --no-repack", ["--no-repack"]),
-}
-
-
-@contextmanager
-def serve(
-    peer: str,
-    model: str,
-    parallel: int,
-    n_ctx: int,
-    log_dir: Path,
-    extra: tuple[str, ...] = (),
-) -> Iterator[Server]:
-    port = free_port()
-    base = PEERS[peer][1] + list(extra)
-    if peer == "ggufd":
-        cmd = ggufd_cmd(model, port, parallel, n_ctx, base)
-    else:
-        cmd = llama_server_cmd(model, port, parallel, n_ctx, base)
-    log = log_dir / f"{peer}-{Path(model).stem}-{port}.log"
-    with start_process(cmd, port, peer, log=log) as srv:
-        yield srv
-
-
-# -- one request ---------------------------------------------------------------------------
-async def stream_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A streamed chat request: when each content/argument chunk came, and the usage.
-    Sent again once if the server had closed the kept-alive connection it went out on
-    (llama-server closes one after some streams; httpx then reports a disconnect)."""
-    try:
-        return await _stream_chat(client, base, body)
-    except httpx.RemoteProtocolError:
-        return await _stream_chat(client, base, body)
-
-
-async def _stream_chat(
-    client: httpx.AsyncClient, base: str, body: dict[str, Any]
-) -> dict[str, Any]:
-    body = body | {"stream": True, "stream_options": {"include_usage": True}}
-    t0 = time.perf_counter()
-    times: list[float] = []
-    usage: dict[str, Any] = {}
-    parts: list[str] = []
-    async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for ch in chunk.get("choices", []):
-                d = ch.get("delta") or {}
-                if d.get("content") or d.get("tool_calls"):
-                    times.append(time.perf_counter() - t0)
-                    parts.append(d.get("content") or "")
-    seconds = time.perf_counter() - t0
-    return {"times": times, "usage": usage, "seconds": seconds, "text": "".join(parts)}
-
-
-def per_token_ms(res: dict[str, Any]) -> float | None:
-    """Milliseconds per generated token after the first."""
-    n = int(res["usage"].get("completion_tokens") or len(res["times"]))
-    t = res["times"]
-    if n < 3 or len(t) < 2 or t[-1] <= t[0]:
-        return None
-    return (t[-1] - t[0]) / (n - 1) * 1000
-
-
-def user(content: str, **kw: Any) -> dict[str, Any]:
-    return {"model": "local", "messages": [{"role": "user", "content": content}], **kw}
+from ggufd.bench.peers import LLAMA_SERVER
+from ggufd.settings import default_model_path
 
 
 # -- workloads -----------------------------------------------------------------------------
@@ -315,124 +193,6 @@ async def idle_cache(base: str, long_tokens: int = 6000) -> dict[str, Any]:
     }
 
 
-def code_file(seed: int, n_lines: int = 150) -> tuple[str, str, str]:
-    """A Python file of `n_lines` lines (15 functions of 10), and one change to ask for:
-    (file, the line to change, what it becomes)."""
-    rng = random.Random(seed)
-    names = ["total", "scale", "clip", "shift", "merge", "count", "split", "rank", "pack"]
-    lines: list[str] = []
-    for j in range(n_lines // 10):
-        name, k, m = f"{rng.choice(names)}_{j}", rng.randint(2, 99), rng.randint(2, 99)
-        lines += [
-            f"def {name}(values, factor):",
-            f'    """Return the values above {k}, scaled, and the others shifted by {m}."""',
-            "    result = []",
-            "    for item in values:",
-            f"        if item > {k}:",
-            f"            result.append(item * factor + {m})",
-            "        else:",
-            f"            result.append(item - {m})",
-            "    return result",
-            "",
-        ]
-    old = lines[len(lines) // 2 + 4]
-    new = old.replace("if item >", "if item >=")
-    return "\n".join(lines), old.strip(), new.strip()
-
-
-def edit_body(seed: int, n: int) -> dict[str, Any]:
-    file, old, new = code_file(seed)
-    ask = (
-        f"Here is a Python file:\n```python\n{file}\n```\nReturn the whole file with one "
-        f"change: replace `{old}` with `{new}`. Reply with only the file."
-    )
-    return user(ask, max_tokens=n, temperature=0.0)
-
-
-async def code_edit(base: str, levels: tuple[int, ...] = (1, 4), n: int = 384) -> dict[str, Any]:
-    """Tokens per second of code-edit replies (greedy), after their prompts are cached."""
-    out: dict[str, Any] = {}
-    limits = httpx.Limits(max_connections=max(levels) + 2)
-    async with httpx.AsyncClient(timeout=3600, limits=limits) as c:
-        await stream_chat(c, base, user("Hello.", max_tokens=4))  # (warm-up)
-        for k in levels:
-            bodies = [edit_body(100 * k + i, n) for i in range(k)]
-            for b in bodies:  # (prefill apart from the measure)
-                await stream_chat(c, base, b | {"max_tokens": 1})
-            t0 = time.perf_counter()
-            res = await asyncio.gather(*(stream_chat(c, base, b) for b in bodies))
-            seconds = time.perf_counter() - t0
-            tokens = sum(int(r["usage"].get("completion_tokens", 0)) for r in res)
-            out[str(k)] = {
-                "tok_s": tokens / seconds,
-                "tokens": tokens,
-                "seconds": seconds,
-                "texts": [r["text"] for r in res],
-            }
-    return out
-
-
-TOOLS = [
-    TOOL,
-    *(
-        {
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": f"{name.replace('_', ' ').capitalize()} in the project.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"path": {"type": "string"}, "text": {"type": "string"}},
-                    "required": ["path"],
-                },
-            },
-        }
-        for name in ("read_file", "write_file", "list_files", "search_code")
-    ),
-]
-
-
-async def turns(base: str, n_conv: int = 8, rounds: int = 3) -> dict[str, Any]:
-    """Conversations sharing a system prompt and tools take turns, round-robin: the TTFT
-    of each turn (greedy 24-token replies, tools offered but not to be called)."""
-    system = "You are a coding agent. Project notes follow.\n" + text(9000, 2250)
-    convs: list[list[dict[str, Any]]] = [
-        [{"role": "system", "content": system}] for _ in range(n_conv)
-    ]
-    ttft: list[list[float]] = [[] for _ in range(n_conv)]
-    prompt_tokens: list[list[int]] = [[] for _ in range(n_conv)]
-    async with httpx.AsyncClient(timeout=3600) as c:
-        await stream_chat(c, base, user("Hello.", max_tokens=4))  # (warm-up)
-        for r in range(rounds):
-            for i in range(n_conv):
-                ask = f"Conversation {i}, turn {r}: {text(31 * i + r, 40)}"
-                convs[i].append({"role": "user", "content": ask})
-                body = {
-                    "model": "local",
-                    "messages": convs[i],
-                    "tools": TOOLS,
-                    "tool_choice": "none",
-                    "max_tokens": 24,
-                    "temperature": 0.0,
-                }
-                res = await stream_chat(c, base, body)
-                ttft[i].append(res["times"][0] if res["times"] else res["seconds"])
-                prompt_tokens[i].append(int(res["usage"].get("prompt_tokens", 0)))
-                convs[i].append({"role": "assistant", "content": res["text"] or "OK."})
-    cold = ttft[0][0]
-    later = [t for conv in ttft for t in conv[1:]]
-    firsts = [conv[0] for conv in ttft[1:]]
-    return {
-        "cold_ttft": cold,
-        "later_ttft_max": max(later),
-        "later_ttft_median": statistics.median(later),
-        "first_turns_ttft_max": max(firsts),
-        "worst_over_cold": max(later) / cold,
-        "ttft": ttft,
-        "prompt_tokens": prompt_tokens,
-    }
-
-
 # -- interleaved runs ----------------------------------------------------------------------
 def run_interleaved(
     peers: list[str], model: str, a: argparse.Namespace, logs: Path
@@ -469,6 +229,20 @@ def run_interleaved(
                     raw[p].setdefault("streams", []).append(res)
                     done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in res.items())
                     print(f"    round {r + 1} {PEERS[p][0]} streams {done}", flush=True)
+    if "edits" in only:
+        with ExitStack() as stack:
+            bases = {
+                p: stack.enter_context(serve(p, model, 4, 16384, logs)).base_url for p in peers
+            }
+            if "ggufd" in peers:
+                off = serve("ggufd", model, 4, 16384, logs, ("--draft", "off"))
+                bases["ggufd_draft_off"] = stack.enter_context(off).base_url
+            edits = edits_interleaved(bases, a.rounds)
+        for name, got in edits.items():
+            if name == "ggufd_draft_off":
+                out["ggufd"]["code_edit_draft_off"] = got
+            else:
+                out[name]["code_edit"] = got
     for p in peers:
         got, mine = raw[p], out[p]
         if "prefill" in got:
@@ -522,6 +296,7 @@ def run_peer(
         "idle": lambda: _idle(peer, model, a, logs, out),
         "streams": stream_runs,
         "embeddings": lambda: _embeddings(peer, model, logs, out),
+        "edits": lambda: _edits(peer, model, logs, out),
         "agent": lambda: _agent(peer, model, logs, out),
     }
     for name, workload in runs.items():
@@ -535,7 +310,8 @@ def run_peer(
     return out
 
 
-WORKLOADS = ("single", "idle", "streams", "embeddings", "agent")
+WORKLOADS = ("single", "idle", "streams", "embeddings", "edits", "agent")
+INTERLEAVED = ("single", "streams", "edits")  # the workloads --rounds runs interleaved
 
 
 def _single(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
@@ -572,11 +348,22 @@ def _idle(peer: str, model: str, a: argparse.Namespace, logs: Path, out: dict[st
             print(f"    idle cache without the RAM tier: ratio {ic['ratio']:.2f}", flush=True)
 
 
+def _edits(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
+    """The code edits, one server at a time (`--rounds` runs them interleaved instead)."""
+    edit_runs: list[tuple[str, tuple[str, ...]]] = [("code_edit", ())]
+    if peer == "ggufd":
+        edit_runs.append(("code_edit_draft_off", ("--draft", "off")))
+    for key, extra in edit_runs:
+        with serve(peer, model, 4, 16384, logs, extra) as srv:
+            out[key] = asyncio.run(code_edit(srv.base_url))
+        done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in out[key].items())
+        print(f"    {key} tok/s {done}", flush=True)
+
+
 def _agent(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
-    edits: list[tuple[str, tuple[str, ...]]] = [("code_edit", ())]
+    """The story decode with drafting auto against off (ggufd), and the turns."""
     conversations: list[tuple[str, tuple[str, ...]]] = [("turns", ())]
     if peer == "ggufd":
-        edits.append(("code_edit_draft_off", ("--draft", "off")))
         conversations.append(("turns_no_ram", ("--cache_ram_mb", "0")))
     if peer == "ggufd":  # the story workload, drafting auto against off, interleaved
         with (
@@ -591,11 +378,6 @@ def _agent(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
         off_s = statistics.median(r[1]["tok_s"] for r in rounds)
         out["story_draft"] = {"auto_tok_s": auto_s, "off_tok_s": off_s, "ratio": auto_s / off_s}
         print(f"    story decode: draft auto {auto_s:.1f}, off {off_s:.1f} tok/s", flush=True)
-    for key, extra in edits:
-        with serve(peer, model, 4, 16384, logs, extra) as srv:
-            out[key] = asyncio.run(code_edit(srv.base_url))
-        done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in out[key].items())
-        print(f"    {key} tok/s {done}", flush=True)
     for key, extra in conversations:
         with serve(peer, model, 4, 16384, logs, extra) as srv:
             out[key] = asyncio.run(turns(srv.base_url))
@@ -682,7 +464,14 @@ def _model_report(label: str, peers: dict[str, Any], levels: list[int]) -> list[
             lines.append(
                 f"ggufd: code edit at {n} stream(s) {on['tok_s']:.1f} tok/s with drafts, "
                 f"{off['tok_s']:.1f} without ({on['tok_s'] / off['tok_s']:.2f}x); "
-                f"greedy replies {same}"
+                f"greedy replies {same}; {on['tokens']} tokens"
+            )
+        peer = _dig(peers, ("llama_server", "code_edit", n))
+        if on and peer and on["texts"] and peer["texts"]:
+            shared = common_prefix(on["texts"][0], peer["texts"][0])
+            lines.append(
+                f"ggufd and llama-server code edit at {n} stream(s): the first replies share "
+                f"{shared} of {len(on['texts'][0])} / {len(peer['texts'][0])} characters"
             )
     sd = g.get("story_draft")
     if sd:
@@ -746,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=0,
-        help="run the single-stream workloads and the streams with all peers up at once, "
-        "taking turns, this many rounds (medians); the others as without it",
+        help="run the single-stream workloads, the streams and the code edits with all "
+        "peers up at once, taking turns, this many rounds (medians); the others as without it",
     )
     ap.add_argument("--out", default="bench-results")
     ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run")
@@ -781,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
                 mine.setdefault(p, {}).update(got)
             (out / "cpu.json").write_text(json.dumps(figures, indent=2))  # (so far)
         rest = [w for w in (a.only.split(",") if a.only else WORKLOADS)]
-        rest = [w for w in rest if a.rounds <= 0 or w not in ("single", "streams")]
+        rest = [w for w in rest if a.rounds <= 0 or w not in INTERLEAVED]
         for p in peers if rest else []:
             mine.setdefault(p, {}).update(run_peer(p, path, a, logs, rest))
             (out / "cpu.json").write_text(json.dumps(figures, indent=2))  # (so far)

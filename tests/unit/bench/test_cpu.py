@@ -1,24 +1,10 @@
-"""The CPU benchmark's pure parts: prompts, per-token timing, the report's ratios."""
+"""The CPU benchmark's report: its rows and ratios."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ggufd.bench import cpu
-
-
-def test_texts_are_distinct_and_reproducible() -> None:
-    assert cpu.text(1, 50) == cpu.text(1, 50)
-    assert cpu.text(1, 50) != cpu.text(2, 50)
-    assert len(cpu.text(3, 2300).split()) == 2300
-
-
-def test_per_token_ms_counts_the_tokens_after_the_first() -> None:
-    res = {"times": [0.5, 0.6, 0.7, 0.9], "usage": {"completion_tokens": 5}}
-    assert cpu.per_token_ms(res) == (0.9 - 0.5) / 4 * 1000
-    # a reply in one piece (a tool call) or too short has no such figure
-    assert cpu.per_token_ms({"times": [0.5], "usage": {"completion_tokens": 20}}) is None
-    assert cpu.per_token_ms({"times": [0.5, 0.6], "usage": {"completion_tokens": 2}}) is None
 
 
 def peer(prefill: float, ms: float, ratio: float) -> dict[str, Any]:
