@@ -101,19 +101,24 @@ def first_token_logprobs(http: httpx.Client, max_tokens: int) -> tuple[dict[str,
     return {t["token"]: t["logprob"] for t in top}, body["choices"][0]["message"]["content"], cached
 
 
-def test_prefix_cache_after_eviction_gives_the_fresh_first_token(smollm2_path: str) -> None:
+@pytest.mark.parametrize(("flash_attn", "tolerance"), [("off", 1e-4), ("on", 0.25)])
+def test_prefix_cache_after_eviction_gives_the_fresh_first_token(
+    smollm2_path: str, flash_attn: str, tolerance: float
+) -> None:
     """After eviction and wrap-around, a reused prefix still gives the fresh first token.
 
     On a 256-token KV cache: two ~210-token prompts push the story prompt out of the
     cache; the story is then computed afresh while its 24 generated tokens force the
     eviction of the idle slot; the next identical request reuses 37 of its 38 prompt
-    tokens. The first token's logprobs match the fresh ones. Later tokens may differ in
-    the last bits: their cells sit at other offsets of the unified cache, which changes
-    the summation order inside llama.cpp's attention (as sharing a batch does), so the
-    greedy text is not compared here.
+    tokens. Without flash attention the first token's logprobs match the fresh ones to
+    the last bits. With it, llama.cpp's CPU kernel computes one new token's attention
+    (the cached case) in another order than a whole prompt's, which moved these logprobs
+    by 0.05-0.1 here; a wrong or stale cache would give another distribution altogether.
+    Later tokens may differ in both cases: their cells sit at other offsets of the
+    unified cache (as sharing a batch does), so the greedy text is not compared here.
     """
     with (
-        start_server(small_args(smollm2_path)) as srv,
+        start_server([*small_args(smollm2_path), "--flash_attn", flash_attn]) as srv,
         httpx.Client(base_url=srv.base_url, timeout=120) as http,
     ):
         reference, reference_text, cached = first_token_logprobs(http, 24)
@@ -127,7 +132,11 @@ def test_prefix_cache_after_eviction_gives_the_fresh_first_token(smollm2_path: s
         assert cached > 0
     assert fresh == pytest.approx(reference, abs=1e-4)
     assert fresh_text == reference_text
-    assert again == pytest.approx(reference, abs=1e-4)
+    best = max(reference, key=lambda t: reference[t])
+    assert max(again, key=lambda t: again[t]) == best
+    for token in set(reference) & set(again):
+        assert again[token] == pytest.approx(reference[token], abs=tolerance)
+    assert len(set(reference) & set(again)) >= 2
 
 
 SYSTEM = (
