@@ -6,8 +6,10 @@ for /metrics); every submitted stream keeps its own timings and token counts (st
 Messages on the pipe are the dataclasses of messages.py.
 
 The worker runs in its own process (spawned, so llama.cpp never shares the API's address
-space); a reader thread receives its messages and hands them to the event loop, so the
-worker never waits for a client. What survives what:
+space); the event loop reads its pipe whenever it has data (`add_reader`: no thread, so
+a token costs one wake-up of this process, not two) and hands each event to its stream's
+queue at once, so the worker never waits for a client: it writes from a thread of its
+own, and a slow client only fills its own stream's buffer. What survives what:
 
 - The worker dies (segfault, abort, OOM killer): requests it had started get an
   ENGINE_DOWN error at once; requests still waiting for a slot are kept and resubmitted,
@@ -133,6 +135,7 @@ class EngineClient:
         self._restarts = 0
         self._last_failure: str | None = None  # why the last restart could not load
         self._respawn: asyncio.TimerHandle | None = None
+        self._reaper: asyncio.Task[None] | None = None  # waits for an exited worker
         self._stopping = False
         self._query_ids = itertools.count()
         self._waiters: dict[int, asyncio.Future[M.Reply]] = {}  # queries awaiting replies
@@ -163,8 +166,8 @@ class EngineClient:
         child.close()
         self._conn, self._proc = parent, proc
         self.state = EngineState.LOADING
-        t = threading.Thread(target=self._read, args=(parent, proc), daemon=True)
-        t.start()
+        assert self._loop is not None
+        self._loop.add_reader(parent.fileno(), self._readable, parent, proc)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -181,22 +184,23 @@ class EngineClient:
             if proc.is_alive():
                 proc.kill()
 
-    # -- the reader thread -------------------------------------------------------
-    def _read(self, conn: Connection, proc: Any) -> None:
-        """Receive everything the worker sends, whatever the clients do: it never waits."""
-        loop = self._loop
-        assert loop is not None
+    # -- reading the pipe --------------------------------------------------------
+    def _readable(self, conn: Connection, proc: Any) -> None:
+        """The pipe has data: handle every message waiting. The worker writes each message
+        whole, so a read never waits long for the rest of one."""
         try:
             while True:
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    break
-                loop.call_soon_threadsafe(self._on_message, msg)
-            proc.join(5)
-            loop.call_soon_threadsafe(self._on_exit, proc.exitcode)
-        except RuntimeError:  # the event loop closed first (after stop()): nobody to tell
-            pass
+                self._on_message(conn.recv())
+                if not conn.poll(0):
+                    return
+        except (EOFError, OSError):  # the worker is gone (or stopped): reap it
+            assert self._loop is not None
+            self._loop.remove_reader(conn.fileno())
+            self._reaper = self._loop.create_task(self._reap(proc))
+
+    async def _reap(self, proc: Any) -> None:
+        await asyncio.to_thread(proc.join, 5)
+        self._on_exit(proc.exitcode)
 
     def _on_message(self, msg: M.FromWorker) -> None:
         match msg:
