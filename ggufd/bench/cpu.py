@@ -393,7 +393,9 @@ def _agent(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
 def _embeddings(peer: str, model: str, logs: Path, out: dict[str, Any]) -> None:
     # llama-server embeds only with --embeddings (and then serves nothing else); a chat
     # model's GGUF says no pooling, which its /v1/embeddings refuses: mean, as ggufd's.
-    embed_extra = () if peer == "ggufd" else ("--embeddings", "--pooling", "mean")
+    # ggufd drafts nothing here: a drafted step's tokens arrive together after a longer
+    # decode, which would read as gaps the embeddings did not cause.
+    embed_extra = ("--draft", "off") if peer == "ggufd" else ("--embeddings", "--pooling", "mean")
     with serve(peer, model, 2, 8192, logs, embed_extra) as srv:
         out["embeddings"] = asyncio.run(embeddings(srv.base_url, with_chat=peer == "ggufd"))
         e = out["embeddings"]
