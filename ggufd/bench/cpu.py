@@ -162,7 +162,7 @@ async def constrained(base: str) -> dict[str, Any]:
             whole = await stream_chat(c, base, body)
             n = int(whole["usage"].get("completion_tokens") or 0)
             ms = (whole["seconds"] - one["seconds"]) / (n - 1) * 1000 if n > 1 else None
-            out[name] = {"ms_per_token": ms, "tokens": n}
+            out[name] = {"ms_per_token": ms, "tokens": n, "called": whole["calls"] > 0}
     return out
 
 
@@ -459,6 +459,13 @@ def _model_report(label: str, peers: dict[str, Any], levels: list[int]) -> list[
         ms = (c.get(kind) or {}).get("ms_per_token")
         if free and ms:
             lines.append(f"ggufd: {kind} {ms / free:.2f}x the unconstrained ms/token")
+    for p in names:
+        if _dig(peers[p], ("constrained", "tool", "called")) is False:
+            lines.append(
+                f"{PEERS[p][0]}: the forced tool call's reply called no tool (plain text: "
+                "llama-server's defaults ignore `tools` without --jinja), so its tool row "
+                "is unconstrained text"
+            )
     for n in ("1", "4"):
         on, off = _dig(g, ("code_edit", n)), _dig(g, ("code_edit_draft_off", n))
         if on and off:

@@ -126,6 +126,7 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> 
     times: list[float] = []
     usage: dict[str, Any] = {}
     parts: list[str] = []
+    calls = 0  # chunks carrying tool calls
     async with client.stream("POST", url, json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
@@ -138,11 +139,13 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> 
             for ch in chunk.get("choices", []):
                 d = ch.get("delta") or {}
                 piece = d.get("content") or ch.get("text") or ""
+                calls += bool(d.get("tool_calls"))
                 if piece or d.get("tool_calls"):
                     times.append(time.perf_counter() - t0)
                     parts.append(piece)
     seconds = time.perf_counter() - t0
-    return {"times": times, "usage": usage, "seconds": seconds, "text": "".join(parts)}
+    text = "".join(parts)
+    return {"times": times, "usage": usage, "seconds": seconds, "text": text, "calls": calls}
 
 
 def per_token_ms(res: dict[str, Any]) -> float | None:

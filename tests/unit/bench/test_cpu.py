@@ -34,3 +34,14 @@ def test_the_report_divides_the_right_way_round() -> None:
     # a figure a peer lacks is a dash, and no ratio
     row = next(line for line in lines if line.startswith("embeddings"))
     assert row.split()[-3:] == ["-", "-", "-"]
+
+
+def test_the_report_says_when_a_forced_tool_call_called_no_tool() -> None:
+    called = peer(100.0, 10.0, 1.0)
+    called["constrained"]["tool"] = {"ms_per_token": 12.0, "called": True}
+    plain = peer(100.0, 10.0, 1.0)
+    plain["constrained"]["tool"] = {"ms_per_token": 9.0, "called": False}
+    figures = {"levels": [1], "models": {"M": {"ggufd": called, "llama_server": plain}}}
+    lines = cpu.report(figures).splitlines()
+    said = [line for line in lines if "called no tool" in line]
+    assert len(said) == 1 and said[0].startswith("llama-server:")

@@ -70,3 +70,4 @@ def test_a_streamed_chat_reply_counts_content_and_tool_call_chunks() -> None:
     res = asyncio.run(go())
     assert res["text"] == "Hi"
     assert len(res["times"]) == 2  # type: ignore[arg-type]
+    assert res["calls"] == 1
