@@ -54,6 +54,7 @@ from ggufd.bench.cpu_common import (
     serve,
     stream_chat,
     text,
+    turn_order,
     user,
 )
 from ggufd.bench.peers import LLAMA_SERVER
@@ -206,14 +207,11 @@ def run_interleaved(
     levels = [int(x) for x in a.streams.split(",")]
     only = set(a.only.split(",")) if a.only else set(WORKLOADS)
 
-    def order(r: int) -> list[str]:
-        return peers if r % 2 == 0 else peers[::-1]
-
     if "single" in only:
         with ExitStack() as stack:
             srv = {p: stack.enter_context(serve(p, model, 2, 16384, logs)) for p in peers}
             for r in range(a.rounds):
-                for p in order(r):
+                for p in turn_order(peers, r):
                     base = srv[p].base_url
                     got = raw[p]
                     got.setdefault("prefill", []).append(asyncio.run(prefill(base, 1, r)))
@@ -224,7 +222,7 @@ def run_interleaved(
         with ExitStack() as stack:
             srv = {p: stack.enter_context(serve(p, model, max(levels), 8192, logs)) for p in peers}
             for r in range(a.rounds):
-                for p in order(r):
+                for p in turn_order(peers, r):
                     res = asyncio.run(streams(srv[p].base_url, levels))
                     raw[p].setdefault("streams", []).append(res)
                     done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in res.items())

@@ -12,7 +12,14 @@ from typing import Any
 
 import httpx
 
-from ggufd.bench.cpu_common import TOOL, stream_chat, stream_completion, text, user
+from ggufd.bench.cpu_common import (
+    TOOL,
+    stream_chat,
+    stream_completion,
+    text,
+    turn_order,
+    user,
+)
 
 
 def code_file(seed: int, n_lines: int = 150) -> tuple[str, str, str]:
@@ -85,9 +92,8 @@ def edits_interleaved(
     """code_edit on every server, taking turns (ABBA...) for `rounds` rounds: per server
     and level, the median tokens per second, each round's figure and the last texts."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in bases}
-    names = list(bases)
     for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
+        for name in turn_order(list(bases), r):
             got = asyncio.run(code_edit(bases[name], levels))
             runs[name].append(got)
             done = ", ".join(f"{k}: {v['tok_s']:.1f}" for k, v in got.items())

@@ -53,6 +53,12 @@ TOOL = {
 }
 
 
+def turn_order(names: list[str], round_: int) -> list[str]:
+    """Who goes when in round `round_` of an interleaved run: A B, then B A (ABBA...), so
+    no server always runs first in a round."""
+    return names if round_ % 2 == 0 else names[::-1]
+
+
 def text(seed: int, n_words: int) -> str:
     """Distinct English-like text (the same for the same seed)."""
     rng = random.Random(seed)

@@ -71,3 +71,12 @@ def test_a_streamed_chat_reply_counts_content_and_tool_call_chunks() -> None:
     assert res["text"] == "Hi"
     assert len(res["times"]) == 2  # type: ignore[arg-type]
     assert res["calls"] == 1
+
+
+def test_turn_order_alternates_abba() -> None:
+    names = ["a", "b", "c"]
+    assert [cpu_common.turn_order(names, r) for r in range(3)] == [
+        ["a", "b", "c"],
+        ["c", "b", "a"],
+        ["a", "b", "c"],
+    ]
