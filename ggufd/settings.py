@@ -61,14 +61,16 @@ Bool = Annotated[bool, BeforeValidator(_coerce_bool)]
 
 def _on_off_auto(value: Any) -> Any:
     """`auto`, or a boolean in any spelling (llama_cpp.server's `--flash_attn True`) as on/off."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, str) and value.strip().lower() != "auto":
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
         try:
-            return "on" if parse_bool(value) else "off"
+            value = parse_bool(value)
         except ValueError:
             return value  # (the Literal check names the choices)
-    return value.strip().lower() if isinstance(value, str) else value
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 OnOffAuto = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off_auto)]
