@@ -114,8 +114,10 @@ def test_prefix_cache_after_eviction_gives_the_fresh_first_token(
     the last bits. With it, llama.cpp's CPU kernel computes one new token's attention
     (the cached case) in another order than a whole prompt's, which moved these logprobs
     by 0.05-0.1 here; a wrong or stale cache would give another distribution altogether.
-    Later tokens may differ in both cases: their cells sit at other offsets of the
-    unified cache (as sharing a batch does), so the greedy text is not compared here.
+    The fresh reply's cells sit at other offsets of the unified cache: without flash
+    attention it is the reference's token for token; with it the drift grows along the
+    reply (0.1 by token 20 here) until a near tie flips, so only its first token is
+    compared. The reply from the cached prefix is compared by its first token only.
     """
     with (
         start_server([*small_args(smollm2_path), "--flash_attn", flash_attn]) as srv,
@@ -131,7 +133,8 @@ def test_prefix_cache_after_eviction_gives_the_fresh_first_token(
         again, _, cached = first_token_logprobs(http, 24)
         assert cached > 0
     assert fresh == pytest.approx(reference, abs=1e-4)
-    assert fresh_text == reference_text
+    if flash_attn == "off":
+        assert fresh_text == reference_text
     best = max(reference, key=lambda t: reference[t])
     assert max(again, key=lambda t: again[t]) == best
     for token in set(reference) & set(again):

@@ -52,6 +52,19 @@ def start_server(args: list[str], wait: bool = True) -> Iterator[RunningServer]:
     port = free_port()
     cmd = [sys.executable, "-m", "ggufd", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--verbose", "False", "--n_threads", "2", *args]
+    if "--flash_attn" not in args:
+        # Flash attention's CPU kernels round a token computed alone (a cached prefix's
+        # last token) or in another batch shape differently from the same token in a
+        # whole prompt, so greedy replies could change with the cache state and the other
+        # requests in flight. Test servers turn it off so that replies compare exactly;
+        # tests/api/test_determinism.py checks the default (on) within a tolerance.
+        cmd += ["--flash_attn", "off"]
+    if "--draft" not in args:
+        # `--draft auto` turns drafting on from timings, and a verified draft is a batch
+        # of several tokens, computed by other kernels than one token alone: near-tie
+        # greedy choices would depend on the machine's pace. tests/api/test_draft.py
+        # runs the drafter end to end.
+        cmd += ["--draft", "off"]
     fd, log_path = tempfile.mkstemp(prefix="ggufd-test-", suffix=".log")
     with open(fd, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
