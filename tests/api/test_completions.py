@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from ggufd.bench.cpu_agent import common_prefix
 from tests.api.conftest import token_ids
 from tests.api.sse import check_completion_stream, post_stream
 
@@ -21,12 +22,6 @@ def complete(http: httpx.Client, **body: Any) -> dict[str, Any]:
     r = http.post("/v1/completions", json=body)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def shared_prefix(a: str, b: str) -> int:
-    return next(
-        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
-    )
 
 
 def test_openai_client_completion(client: openai.OpenAI) -> None:
@@ -69,9 +64,9 @@ def test_list_of_prompts(http: httpx.Client) -> None:
     # reply does, further than it matches any other prompt's.
     texts = [s["choices"][0]["text"] for s in singles]
     for i, choice in enumerate(body["choices"]):
-        own = shared_prefix(choice["text"], texts[i])
+        own = common_prefix(choice["text"], texts[i])
         assert own >= len(texts[i]) // 2, (choice["text"], texts[i])
-        assert all(own > shared_prefix(choice["text"], t) for j, t in enumerate(texts) if j != i)
+        assert all(own > common_prefix(choice["text"], t) for j, t in enumerate(texts) if j != i)
     assert body["usage"]["prompt_tokens"] == sum(s["usage"]["prompt_tokens"] for s in singles)
     assert body["usage"]["completion_tokens"] == sum(
         s["usage"]["completion_tokens"] for s in singles

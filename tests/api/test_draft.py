@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.sse import check_completion_stream, post_stream
+from tests.support.metrics import key, parse
 from tests.support.server import start_server
 
 pytestmark = pytest.mark.model
@@ -35,15 +35,11 @@ def http(smollm2_path: str) -> Iterator[httpx.Client]:
 
 
 def drafts(http: httpx.Client) -> tuple[float, float]:
-    """(drafted, accepted) tokens the server's /metrics reports for its model."""
-    text = http.get("/metrics").text
-    found = {
-        s.name: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name in ("ggufd_draft_tokens", "ggufd_draft_accepted_tokens")
-    }
-    return found["ggufd_draft_tokens"], found["ggufd_draft_accepted_tokens"]
+    """(drafted, accepted) tokens the server's /metrics reports for its one model."""
+    model = http.get("/v1/models").json()["data"][0]["id"]
+    samples = parse(http.get("/metrics").text)
+    drafted = samples[key("ggufd_draft_tokens", model=model)]
+    return drafted, samples[key("ggufd_draft_accepted_tokens", model=model)]
 
 
 def test_drafts_from_the_context_are_counted_and_accepted(http: httpx.Client) -> None:

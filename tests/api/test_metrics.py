@@ -13,13 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import Samples, key, parse
 from tests.support.server import RunningServer, start_server
 
 pytestmark = pytest.mark.model
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 QUESTION = "Name three colours of the rainbow."
 CHAT = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8, "temperature": 0}
 
@@ -43,15 +42,11 @@ def http(text_server: RunningServer) -> Iterator[httpx.Client]:
 def scrape(http: httpx.Client) -> Samples:
     r = http.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
+    return parse(r.text)
 
 
 def get(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return samples.get(key(name, **labels), 0.0)
 
 
 def requests(endpoint: str, status: int, model: str = "smol") -> dict[str, str]:

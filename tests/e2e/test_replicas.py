@@ -111,12 +111,17 @@ def caddy_in_front(ports: tuple[int, int], tmp: Path) -> Iterator[str]:
             proc.kill()
 
 
-def chat(url: str, key: str | None, text: str, max_tokens: int = 4, **kw: Any) -> httpx.Response:
-    body = {
+def request(text: str, max_tokens: int, **kw: Any) -> dict[str, Any]:
+    """A greedy chat request under the shared system prompt."""
+    return {
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
         "max_tokens": max_tokens,
         "temperature": 0,
     } | kw
+
+
+def chat(url: str, key: str | None, text: str, max_tokens: int = 4, **kw: Any) -> httpx.Response:
+    body = request(text, max_tokens, **kw)
     headers = {HEADER: key} if key else {}
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=300)
 
@@ -140,13 +145,7 @@ def stream_chat(
 ) -> Streamed:
     """Stream a greedy reply of exactly `max_tokens` tokens; set `started` once
     STARTED content chunks have arrived."""
-    body = {
-        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = request(text, max_tokens, ignore_eos=True, stream=True)
     out = Streamed()
     try:
         with httpx.stream(

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 import ggufd.api.metrics as metrics_module
 from ggufd.api.app import create_app
@@ -36,6 +35,7 @@ from ggufd.engine.types import (
 from ggufd.pool import ModelPool
 from ggufd.server import service_factory
 from ggufd.settings import ModelSettings, ServerSettings
+from tests.support.metrics import Samples, parse
 
 STATS = EngineStats(waiting=2, running=3, slots=4, kv_used=100, kv_idle=40, kv_size=400)
 CHAT = {"messages": [{"role": "user", "content": "Tell me a secret"}], "max_tokens": 8}
@@ -196,14 +196,10 @@ def test_errors_are_counted_by_route_template_and_status(app: TestClient) -> Non
     assert value(app, "ggufd_prompt_tokens_total", model="fake") is None
 
 
-def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(client: TestClient) -> Samples:
     reply = client.get("/metrics")
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(reply.text)
-        for s in family.samples
-    }
+    return parse(reply.text)
 
 
 def test_metrics_reads_the_pool_and_the_worker_at_scrape_time(app: TestClient) -> None:
